@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'load_command', 'main']
 
-# %% ../nbs/09_cli.ipynb #a02c226b
+# %% ../nbs/09_cli.ipynb #1a645c71
 import importlib, sys
 from fastcore.script import anno_parser
 
-# %% ../nbs/09_cli.ipynb #1cb6c5ad
+# %% ../nbs/09_cli.ipynb #d3730bfd
 COMMANDS = {
     'synth-data': 'text2img_diffusion.data:synth_data',
     'eda': 'text2img_diffusion.eda:eda_cli',
