@@ -4,6 +4,9 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 import pytest
 from text2img_diffusion.data import make_synthetic_celeba, load_celeba
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: heavy integration tests (a real server in a subprocess, ...)')
+
 @pytest.fixture(scope='session')
 def synth(tmp_path_factory):
     "A small synthetic CelebA (Kaggle folder layout) and its frame, drawn once per test session"

@@ -1,0 +1,65 @@
+"""Sampling speed and quality, measured in one run (not a test: no timing asserts).
+
+1. images/s of `generate()` for 1 and 8 images at 20 steps;
+2. wall time of `generate()` ÷ a bare loop calling the same text encoder, UNet, scheduler and VAE (the pipeline's
+   overhead; goal ≤ 1.05);
+3. CVAE-initialised sampling at 4/8/12 steps vs noise-initialised at 25/50 steps: judge accuracy on a prompt set,
+   feature distance to real test images, and time (needs --judge and --data).
+
+usage: python benchmarks/sampling.py [--model DIR] [--judge DIR] [--data CELEBA_DIR] [--device cpu] [--n_prompts 64]"""
+import argparse, time, warnings
+import numpy as np, torch
+from text2img_diffusion.sampling import load_pipeline, generate, make_scheduler, seeded_generators, BUNDLED_MODEL
+from text2img_diffusion.clip_cond import encode_prompts
+
+def timed(f, repeat=2):
+    f()                                   # warm-up
+    t = time.perf_counter()
+    for _ in range(repeat): f()
+    return (time.perf_counter() - t) / repeat
+
+@torch.no_grad()
+def bare_loop(pipe, prompts, seeds, steps, guidance=3.0):
+    "The same work as generate(init='noise'), written out by hand"
+    sched = make_scheduler('dpm++', pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    tok, _, _ = encode_prompts([''] * len(prompts) + prompts, pipe.tokenizer, pipe.text_encoder)
+    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    z = torch.stack([torch.randn(c, s, s, generator=g) for g in seeded_generators(seeds)]) * sched.init_noise_sigma
+    for t in sched.timesteps:
+        e_neg, e_pos = pipe.unet(sched.scale_model_input(torch.cat([z, z]), t), t, encoder_hidden_states=tok).sample.chunk(2)
+        z = sched.step(e_neg + guidance * (e_pos - e_neg), t, z).prev_sample
+    return pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--model', default=None); ap.add_argument('--judge', default=None); ap.add_argument('--data', default=None)
+    ap.add_argument('--device', default='cpu'); ap.add_argument('--n_prompts', type=int, default=64)
+    a = ap.parse_args()
+    warnings.simplefilter('ignore')
+    pipe = load_pipeline(a.model, a.device)
+    print(f"model: {a.model or BUNDLED_MODEL}  device: {a.device}  threads: {torch.get_num_threads()}")
+    p1, p8 = ['a smiling woman with blond hair'], ['a smiling woman with blond hair', 'a bald man with a mustache'] * 4
+    kw = dict(steps=20, model=pipe, init='noise', scheduler='dpm++', progress=False)
+    t1 = timed(lambda: generate(p1, seed=0, **kw)); t8 = timed(lambda: generate(p8, seed=0, batch_size=8, **kw))
+    tb = timed(lambda: bare_loop(pipe, p8, list(range(8)), 20))
+    print(f"\n20 steps, dpm++, noise init\n  1 image : {1/t1:6.2f} images/s ({t1:.2f} s)\n  8 images: {8/t8:6.2f} images/s ({t8:.2f} s)")
+    print(f"  generate() / bare loop at 8 images: {t8/tb:.3f}  (goal <= 1.05)")
+    if a.judge and a.data:
+        from text2img_diffusion.eval import load_judge, prompt_set, specs_from_data, evaluate_generator, load_faces
+        from text2img_diffusion.data import load_celeba
+        judge = load_judge(a.judge)
+        df = load_celeba(a.data); test = df[df.partition == 'test']
+        specs, _ = specs_from_data(test, a.n_prompts, seed=1)
+        pset = prompt_set(specs, seed=1000)
+        real = load_faces(test.iloc[:2 * a.n_prompts], size=pipe.unet.config.sample_size * 4)[0]
+        print(f"\nquality on {len(pset)} prompts (judge: {a.judge}); FD floor = real-vs-real")
+        print(f"{'init':6} {'steps':>5} {'acc':>6} {'FD':>8} {'floor':>8} {'s/img':>7}")
+        for init, steps in [('cvae', 4), ('cvae', 8), ('cvae', 12), ('noise', 25), ('noise', 50)]:
+            gen = lambda prompts, seeds: generate(prompts, seed=seeds, steps=steps, init=init, model=pipe, output_type='pt', progress=False) * 2 - 1
+            t = time.perf_counter()
+            table, _ = evaluate_generator(lambda p, s: torch.stack(list(gen(p, s))), pset, judge, real=real)
+            dt = (time.perf_counter() - t) / len(pset)
+            v = table.set_index(['metric', 'attribute']).value
+            print(f"{init:6} {steps:5d} {v[('asked_correct', 'all')]:6.3f} {v.get(('fd', 'all'), np.nan):8.2f} {v.get(('fd_floor', 'all'), np.nan):8.2f} {dt:7.3f}")
+    else: print("\n(quality comparison skipped: pass --judge and --data)")

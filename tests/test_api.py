@@ -1,0 +1,270 @@
+"""07_api: a real uvicorn server on 127.0.0.1 serving a saved tiny pipeline, exercised endpoint by endpoint, under
+concurrency, overload and timeouts, with hostile uploads, in a headless Chromium (skipped without /usr/bin/chromium)
+and under schemathesis (skipped when it is not installed). Only loopback traffic."""
+import base64, io, os, pickle, socket, subprocess, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx, numpy as np, pytest, torch
+from PIL import Image
+
+from text2img_diffusion.api import Settings, create_app, latent_bytes, png_bytes, read_latent
+from text2img_diffusion.sampling import tiny_pipeline, seeded_generators
+
+CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
+CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--window-size=900,900']
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+class Server:
+    "uvicorn.Server on 127.0.0.1 in a background thread"
+    def __init__(self, app):
+        import uvicorn
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='warning'))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        t0 = time.time()
+        while not self.server.started:
+            assert self.thread.is_alive(), 'the server stopped during startup'
+            assert time.time() - t0 < 120, 'the server did not start in 120 s'
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *a):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+# threads=1: one torch thread is ~10x faster than two on a shared, loaded 2-core machine
+LIMITS = dict(threads=1, max_n=4, max_steps=4, max_upload_bytes=200_000, max_image_side=256, timeout=60)
+
+@pytest.fixture(scope='module')
+def pipe():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)              # for the reference images made in this process
+    yield tiny_pipeline()
+    torch.set_num_threads(n)
+
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory, pipe):
+    d = tmp_path_factory.mktemp('api')/'tiny'
+    pipe.save_pretrained(d)
+    return d
+
+@pytest.fixture(scope='module')
+def server(model_dir):
+    with Server(create_app(Settings(model=str(model_dir), queue_size=32, batch_wait=0.05, **LIMITS))) as s: yield s
+
+@pytest.fixture(scope='module')
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=60) as c: yield c
+
+def png(im) -> np.ndarray: return np.asarray(Image.open(io.BytesIO(im)))
+
+def test_health_and_info(client):
+    r = client.get('/health')
+    assert r.status_code == 200 and r.json()['status'] == 'ok'
+    info = client.get('/info').json()
+    assert info['ready'] and info['model']['image_size'] == 16 and info['model']['latent_shape'] == [4, 8, 8]
+    assert info['schedulers'] == ['ddpm', 'ddim', 'dpm++', 'euler', 'euler_a']
+    assert info['limits']['max_n'] == 4 and info['limits']['max_upload_bytes'] == 200_000
+    spec = client.get('/openapi.json').json()
+    assert {'/generate', '/encode', '/decode', '/health', '/info'} <= set(spec['paths'])
+    assert spec['components']['schemas']['GenerateRequest']['examples']
+    assert client.get('/docs').status_code == 200
+
+def test_generate_png_json_and_seeds(client, pipe):
+    r = client.post('/generate', json={'prompt': 'a smiling woman', 'steps': 2, 'seed': 11, 'scheduler': 'euler_a'})
+    assert r.status_code == 200 and r.headers['content-type'] == 'image/png' and r.headers['x-seed'] == '11'
+    alone = pipe('a smiling woman', num_inference_steps=2, generator=seeded_generators([11]), scheduler='euler_a',
+                 guidance_scale=3.0, output_type='pil').images[0]
+    assert np.array_equal(png(r.content), np.asarray(alone))          # init auto = cvae: same as the library call
+    r = client.post('/generate', json={'prompt': 'a smiling woman', 'steps': 2, 'seed': 10, 'n': 3, 'scheduler': 'euler_a'})
+    j = r.json()
+    assert r.status_code == 200 and j['seeds'] == [10, 11, 12] and j['media_type'] == 'image/png'
+    assert np.array_equal(png(base64.b64decode(j['images'][1])), np.asarray(alone))
+    r = client.post('/generate', json={'prompt': 'a man', 'steps': 2})          # random seed, reported
+    assert 0 <= int(r.headers['x-seed']) < 2**32
+
+@pytest.mark.parametrize('body,expect', [
+    ({'prompt': ''}, 'prompt'), ({'prompt': 'x' * 301}, 'at most 300'), ({'prompt': 'a man', 'n': 5}, 'n: '),
+    ({'prompt': 'a man', 'n': 0}, 'n: '), ({'prompt': 'a man', 'steps': 5}, 'steps: '),
+    ({'prompt': 'a man', 'guidance_scale': 21}, 'guidance_scale'), ({'prompt': 'a man', 'guidance_scale': -1}, 'guidance_scale'),
+    ({'prompt': 'a man', 'seed': 2**32}, 'seed: '), ({'prompt': 'a man', 'seed': -1}, 'seed: '),
+    ({'prompt': 'a man', 'scheduler': 'plms'}, 'scheduler'), ({'prompt': 'a man', 'init': 'zeros'}, 'init'),
+    ({'prompt': 'a man', 'strength': 0}, 'strength'), ({'prompt': 'a man', 'colour': 'red'}, 'colour'),
+    ({'prompt': 'a man ' * 40}, 'at most 16'), ({'prompt': 'a man', 'negative_prompt': 'hat ' * 40}, 'negative_prompt'),
+    ({'n': 1}, 'prompt: Field required'), (['a man'], 'valid dictionary')])
+def test_generate_refuses_bad_input(client, body, expect):
+    r = client.post('/generate', json=body)
+    assert r.status_code == 422 and expect in r.json()['detail'], r.text
+
+def test_generate_refuses_broken_json(client):
+    r = client.post('/generate', content=b'{"prompt": "a ma', headers={'content-type': 'application/json'})
+    assert r.status_code == 422, r.text
+    r = client.post('/generate', content=b'\xff\xfe\x00', headers={'content-type': 'application/json'})
+    assert r.status_code == 400 and 'parsing the body' in r.json()['detail'], r.text     # not UTF-8: FastAPI's 400
+
+def test_encode_decode_round_trip(client, pipe):
+    from text2img_diffusion.vae import encode_latents
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    for fmt in ('npy', 'safetensors'):
+        r = client.post('/encode', params={'format': fmt}, files={'file': ('face.png', png_bytes(rgb), 'image/png')})
+        assert r.status_code == 200 and r.headers['x-latent-shape'] == '1,4,8,8', r.text
+        z = read_latent(r.content)
+        from text2img_diffusion.api import image_tensor
+        with torch.no_grad(): ref = encode_latents(pipe.vae, image_tensor(rgb, 16)).numpy()
+        np.testing.assert_allclose(z, ref, atol=1e-5)
+        r = client.post('/decode', files={'file': (f'z.{fmt}', r.content, 'application/octet-stream')})
+        assert r.status_code == 200 and r.headers['content-type'] == 'image/png' and png(r.content).shape == (16, 16, 3)
+    r = client.post('/decode', files={'file': ('z.npy', latent_bytes(z[0]))})                       # [C, h, w] too
+    assert r.status_code == 200
+    r = client.post('/encode', params={'format': 'pt'}, files={'file': ('face.png', png_bytes(rgb))})
+    assert r.status_code == 422 and 'format' in r.json()['detail']
+
+def _torch_save(x) -> bytes:
+    buf = io.BytesIO(); torch.save(x, buf); return buf.getvalue()
+
+class Evil:
+    def __reduce__(self): return (os.system, ('touch /tmp/t2i_api_pwned',))
+
+@pytest.mark.parametrize('endpoint,payload,status', [
+    ('/encode', b'this is not an image', 415),
+    ('/encode', png_bytes(Image.new('RGB', (64, 64), 'red'))[:120], 422),                  # truncated PNG
+    ('/encode', png_bytes(Image.new('RGB', (2000, 8), 'red')), 413),                        # small file, huge image
+    ('/encode', os.urandom(250_000), 413),                                                  # over the body limit
+    ('/encode', b'', 422),
+    ('/decode', pickle.dumps(Evil()), 415),                                                 # a pickle: never loaded
+    ('/decode', _torch_save(torch.zeros(1, 4, 8, 8)), 415),                                 # torch.save file
+    ('/decode', latent_bytes(np.zeros((1, 3, 8, 8), np.float32)), 422),                     # wrong channels
+    ('/decode', latent_bytes(np.zeros((2, 4, 8, 8), np.float32)), 422),                     # a batch
+    ('/decode', latent_bytes(np.zeros((1, 4, 200, 8), np.float32)), 422),                   # taller than 256 pixels
+    ('/decode', latent_bytes(np.zeros((1, 4, 8, 8), np.float32)).replace(b'(1, 4, 8, 8)', b'(1,4,999,99)'), 413),  # header bomb
+    ('/decode', latent_bytes(np.full((4, 8, 8), np.inf, np.float32)), 422),
+    ('/decode', latent_bytes(np.zeros((1, 4, 8, 8), np.float32))[:-7], 422),                # truncated .npy
+    ('/decode', b'this is not a latent', 415)])
+def test_hostile_uploads_are_refused(client, endpoint, payload, status):
+    r = client.post(endpoint, files={'file': ('upload.bin', payload, 'application/octet-stream')})
+    assert r.status_code == status and r.json()['detail'], (r.status_code, r.text)
+    assert not Path('/tmp/t2i_api_pwned').exists()
+    assert client.get('/health').status_code == 200
+
+def test_missing_file_and_chunked_body_over_limit(client):
+    assert client.post('/decode').status_code == 422
+    r = client.post('/encode', content=(b'x' * 50_000 for _ in range(6)),                   # chunked: no Content-Length
+                    headers={'content-type': 'multipart/form-data; boundary=b'})
+    assert r.status_code == 413, r.text
+
+def test_concurrent_requests_are_batched_and_match_unbatched(client):
+    before = client.get('/info').json()['batching']
+    body = lambda s: {'prompt': ['a bald man', 'a smiling woman', 'a man with a hat'][s % 3], 'steps': 2, 'seed': s, 'init': 'noise'}
+    with ThreadPoolExecutor(6) as ex: rs = list(ex.map(lambda s: client.post('/generate', json=body(s)), range(6)))
+    assert all(r.status_code == 200 for r in rs)
+    after = client.get('/info').json()['batching']
+    assert after['images'] - before['images'] == 6 and after['batches'] - before['batches'] < 6, (before, after)
+    for s in (0, 4):                                              # each image is what its seed gives alone
+        alone = client.post('/generate', json=body(s))
+        assert np.array_equal(png(alone.content), png(rs[s].content))
+
+def test_overload_gives_503_with_retry_after_and_timeouts_504(model_dir):
+    slow = tiny_pipeline()
+    slow.unet.register_forward_pre_hook(lambda m, a: time.sleep(0.1))           # >= 0.2 s per 2-step image
+    post = lambda c, i, steps=2: c.post('/generate', json={'prompt': 'a man', 'steps': steps, 'seed': i, 'init': 'noise', 'guidance_scale': 1})
+    busy = Settings(model=str(model_dir), max_batch=1, queue_size=2, max_n=2, timeout=120, batch_wait=0, max_steps=8, threads=1)
+    with Server(create_app(busy, model=slow)) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        with ThreadPoolExecutor(12) as ex: rs = list(ex.map(lambda i: post(c, i), range(12)))   # 4x (1 running + 2 queued)
+        codes = [r.status_code for r in rs]
+        assert set(codes) == {200, 503} and codes.count(200) >= 3, codes
+        refused = next(r for r in rs if r.status_code == 503)
+        assert int(refused.headers['retry-after']) >= 1 and 'busy' in refused.json()['detail']
+        assert c.get('/health').status_code == 200 and post(c, 0).status_code == 200
+        assert c.get('/info').json()['batching']['rejected'] == codes.count(503)
+    impatient = Settings(model=str(model_dir), max_batch=1, queue_size=8, max_n=2, timeout=0.5, batch_wait=0, max_steps=8, threads=1)
+    with Server(create_app(impatient, model=slow)) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        r = post(c, 0, steps=8)                                                  # 8 UNet calls: >= 0.8 s > 0.5 s
+        assert r.status_code == 504 and 'T2I_TIMEOUT' in r.json()['detail'], r.text
+        assert c.get('/health').status_code == 200
+        t0 = time.time()
+        while (h := c.get('/health').json())['queued'] + h['running'] and time.time() - t0 < 60: time.sleep(0.1)
+        assert h['queued'] + h['running'] == 0 and c.get('/info').json()['batching']['timeouts'] == 1
+
+def test_page_in_headless_chromium(server, tmp_path):
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip(f'{CHROMIUM} or {CHROMEDRIVER} missing: apt-get install -y chromium chromium-driver')
+    webdriver = pytest.importorskip('selenium.webdriver', reason='selenium is not installed (pip install selenium)')
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in CHROMIUM_FLAGS + [f'--user-data-dir={tmp_path/"profile"}']: opts.add_argument(a)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=opts)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(server.url + '/')
+        assert driver.title == 'text2img_diffusion'
+        prompt, steps = driver.find_element(By.ID, 'prompt'), driver.find_element(By.ID, 'steps')
+        prompt.clear(); prompt.send_keys('a bald man with glasses')
+        steps.clear(); steps.send_keys('2')
+        driver.find_element(By.ID, 'seed').send_keys('3')
+        driver.find_element(By.ID, 'go').click()
+        loaded = "const i = document.querySelector('#images img.result'); return i && i.complete ? i.naturalWidth : 0"
+        WebDriverWait(driver, 90).until(lambda d: d.execute_script(loaded) > 0)
+        assert driver.execute_script(loaded) == 16
+        assert 'seed 3' in driver.find_element(By.ID, 'images').text
+        assert not driver.find_element(By.ID, 'error').is_displayed()
+        driver.execute_script("document.getElementById('prompt').value = 'a man '.repeat(40)")    # too many tokens
+        driver.find_element(By.ID, 'go').click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, 'error').is_displayed())
+        assert 'at most 16' in driver.find_element(By.ID, 'error').text
+    finally:
+        driver.quit()
+
+def test_schemathesis_finds_no_server_errors(server):
+    schemathesis = pytest.importorskip('schemathesis', reason='schemathesis is not installed (pip install schemathesis)')
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+    schema = schemathesis.openapi.from_url(server.url + '/openapi.json')
+    failures = []
+    for result in schema.get_all_operations():
+        op = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            @settings(max_examples=int(os.environ.get('T2I_SCHEMATHESIS_EXAMPLES', 8)), deadline=None, database=None,
+                      derandomize=True, suppress_health_check=list(HealthCheck))
+            @given(case=op.as_strategy(generation_mode=mode))
+            def check(case):
+                r = case.call(base_url=server.url, timeout=60)
+                if r.status_code >= 500: failures.append((op.method, op.path, r.status_code, r.text[:300]))
+            try: check()
+            except Unsatisfiable: pass          # e.g. no invalid input exists for GET /health
+    assert not failures, failures[:5]
+
+@pytest.mark.slow
+def test_uvicorn_import_string_serves_from_env_and_serve_fails_clearly_without_model(model_dir, tmp_path):
+    port = free_port()
+    env = {**os.environ, 'T2I_MODEL': str(model_dir), 'T2I_MAX_STEPS': '3', 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1'}
+    p = subprocess.Popen([sys.executable, '-m', 'uvicorn', 'text2img_diffusion.api:app', '--host', '127.0.0.1', '--port', str(port)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        t0 = time.time()
+        while True:
+            assert p.poll() is None, p.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(f'http://127.0.0.1:{port}/health', timeout=2).status_code == 200: break
+            except httpx.TransportError: pass
+            assert time.time() - t0 < 180, 'no healthy server after 180 s'
+            time.sleep(0.3)
+        info = httpx.get(f'http://127.0.0.1:{port}/info').json()
+        assert info['limits']['max_steps'] == 3 and info['model_path'] == str(model_dir)
+        assert 'Generate' in httpx.get(f'http://127.0.0.1:{port}/').text
+    finally:
+        p.terminate(); p.wait(30)
+    serve = f'from text2img_diffusion.api import serve; serve(port={port}, model={str(tmp_path/"nothing")!r})'   # `t2i serve`
+    bad = subprocess.run([sys.executable, '-c', serve], env=env, capture_output=True, text=True, timeout=180)
+    assert bad.returncode != 0 and 'Set T2I_MODEL' in bad.stderr and 'no model_index.json' in bad.stderr, bad.stderr[-2000:]
