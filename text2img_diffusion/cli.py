@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'ALIASES', 'load_command', 'normalise_options', 'main']
 
-# %% ../nbs/09_cli.ipynb #cb7072af
+# %% ../nbs/09_cli.ipynb #ff7de63a
 import importlib, sys
 from fastcore.script import anno_parser
 
-# %% ../nbs/09_cli.ipynb #64594c7e
+# %% ../nbs/09_cli.ipynb #736e4059
 COMMANDS = {
     'synth-data': 'text2img_diffusion.data:synth_data',
     'eda': 'text2img_diffusion.eda:eda_cli',
@@ -18,6 +18,7 @@ COMMANDS = {
     'train-unet': 'text2img_diffusion.unet_diffusion:train_unet_cli',
     'train-judge': 'text2img_diffusion.eval:judge_train',
     'generate': 'text2img_diffusion.sampling:generate_cli',
+    'bundle': 'text2img_diffusion.sampling:bundle_cli',
     'serve': 'text2img_diffusion.api:serve',
 }
 # short options some commands accept besides their long ones
