@@ -2,7 +2,7 @@
 per-prompt diversity (mean pairwise RMS distance of decoded samples; near 0 = a collapsed prior), and feature
 distance to real test images with its real-vs-real floor. Not a test: it prints numbers measured in one run.
 
-usage: python benchmarks/cvae_prior.py --cvae DIR --vae DIR --text_encoder DIR --judge DIR --data CELEBA_DIR [--per_spec 8]"""
+usage: python benchmarks/cvae_prior.py --cvae DIR --vae DIR --text_encoder DIR --data CELEBA_DIR [--judge DIR] [--per_spec 8]"""
 import argparse, json, warnings
 import numpy as np, torch
 from text2img_diffusion.cvae import LatentCVAE, prior_generator, prior_diversity, mean_pairwise_distance
@@ -17,7 +17,8 @@ SPECS = [dict(Male=1, Smiling=1, Black_Hair=1), dict(Male=0, Blond_Hair=1, Eyegl
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    for k in ('cvae', 'vae', 'text_encoder', 'judge', 'data'): ap.add_argument(f'--{k}', required=True)
+    for k in ('cvae', 'vae', 'text_encoder', 'data'): ap.add_argument(f'--{k}', required=True)
+    ap.add_argument('--judge', default=None, help="attribute judge folder (default: the one shipped with the package)")
     ap.add_argument('--per_spec', type=int, default=8); ap.add_argument('--temperature', type=float, default=1.0)
     ap.add_argument('--json', default=None, help='also write the numbers to this file')
     a = ap.parse_args()
