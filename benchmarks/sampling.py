@@ -7,7 +7,8 @@
    feature distance to real test images, and time. The judge defaults to the one shipped with the package; without
    --data a synthetic set is drawn (its test partition gives the real images).
 
-usage: python benchmarks/sampling.py [--model DIR] [--judge DIR] [--data CELEBA_DIR] [--device cpu] [--n_prompts 64] [--speed_only]"""
+usage: python benchmarks/sampling.py [--model DIR] [--judge DIR] [--data CELEBA_DIR] [--device cpu] [--n_prompts 64]
+       [--strengths 0.7] [--cvae_steps 4,8,12] [--noise_steps 25,50] [--speed_only] [--quality_only]"""
 import argparse, time, warnings
 import numpy as np, torch
 from text2img_diffusion.sampling import load_pipeline, generate, make_scheduler, seeded_generators, BUNDLED_MODEL
@@ -36,17 +37,21 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--model', default=None); ap.add_argument('--judge', default=None); ap.add_argument('--data', default=None)
     ap.add_argument('--device', default='cpu'); ap.add_argument('--n_prompts', type=int, default=64)
-    ap.add_argument('--speed_only', action='store_true')
+    ap.add_argument('--speed_only', action='store_true'); ap.add_argument('--quality_only', action='store_true')
+    ap.add_argument('--strengths', default='0.7', help='CVAE-init start strengths to compare, comma-separated')
+    ap.add_argument('--cvae_steps', default='4,8,12'); ap.add_argument('--noise_steps', default='25,50')
+    ap.add_argument('--schedulers', default='dpm++', help='samplers for the CVAE-init runs, comma-separated (noise init uses dpm++)')
     a = ap.parse_args()
     warnings.simplefilter('ignore')
     pipe = load_pipeline(a.model, a.device)
     print(f"model: {a.model or BUNDLED_MODEL}  device: {a.device}  threads: {torch.get_num_threads()}")
-    p1, p8 = ['a smiling woman with blond hair'], ['a smiling woman with blond hair', 'a bald man with a mustache'] * 4
-    kw = dict(steps=20, model=pipe, init='noise', scheduler='dpm++', progress=False)
-    t1 = timed(lambda: generate(p1, seed=0, **kw)); t8 = timed(lambda: generate(p8, seed=0, batch_size=8, **kw))
-    tb = timed(lambda: bare_loop(pipe, p8, list(range(8)), 20))
-    print(f"\n20 steps, dpm++, noise init\n  1 image : {1/t1:6.2f} images/s ({t1:.2f} s)\n  8 images: {8/t8:6.2f} images/s ({t8:.2f} s)")
-    print(f"  generate() / bare loop at 8 images: {t8/tb:.3f}  (goal <= 1.05)")
+    if not a.quality_only:
+        p1, p8 = ['a smiling woman with blond hair'], ['a smiling woman with blond hair', 'a bald man with a mustache'] * 4
+        kw = dict(steps=20, model=pipe, init='noise', scheduler='dpm++', progress=False)
+        t1 = timed(lambda: generate(p1, seed=0, **kw)); t8 = timed(lambda: generate(p8, seed=0, batch_size=8, **kw))
+        tb = timed(lambda: bare_loop(pipe, p8, list(range(8)), 20))
+        print(f"\n20 steps, dpm++, noise init\n  1 image : {1/t1:6.2f} images/s ({t1:.2f} s)\n  8 images: {8/t8:6.2f} images/s ({t8:.2f} s)")
+        print(f"  generate() / bare loop at 8 images: {t8/tb:.3f}  (goal <= 1.05)")
     if not a.speed_only:
         import tempfile
         from text2img_diffusion.eval import load_judge, prompt_set, specs_from_data, evaluate_generator, load_faces
@@ -58,13 +63,16 @@ if __name__ == '__main__':
         pset = prompt_set(specs, seed=1000)
         real = load_faces(test.iloc[:2 * a.n_prompts], size=pipe.unet.config.sample_size * 4)[0]
         print(f"\nquality on {len(pset)} prompts (judge: {a.judge or 'bundled'}); FD floor = real-vs-real")
-        print(f"{'init':6} {'steps':>5} {'acc':>6} {'FD':>8} {'floor':>8} {'s/img':>7}")
-        for init, steps in [('cvae', 4), ('cvae', 8), ('cvae', 12), ('noise', 25), ('noise', 50)]:
-            gen = lambda prompts, seeds: torch.stack(generate(prompts, seed=seeds, steps=steps, init=init, model=pipe,
-                                                              output_type='pt', progress=False)) * 2 - 1
+        print(f"{'init':6} {'sampler':>8} {'steps':>5} {'strength':>8} {'acc':>6} {'FD':>8} {'floor':>8} {'s/img':>7}")
+        ints = lambda t: [int(x) for x in t.split(',') if x]
+        runs = ([('cvae', st, float(s), sc) for sc in a.schedulers.split(',') for s in a.strengths.split(',') for st in ints(a.cvae_steps)]
+                + [('noise', st, 1.0, 'dpm++') for st in ints(a.noise_steps)])
+        for init, steps, strength, sched in runs:
+            gen = lambda prompts, seeds: torch.stack(generate(prompts, seed=seeds, steps=steps, init=init, model=pipe, strength=strength,
+                                                              scheduler=sched, output_type='pt', progress=False)) * 2 - 1
             t = time.perf_counter()
             table, _ = evaluate_generator(gen, pset, judge, real=real)
             dt = (time.perf_counter() - t) / len(pset)
             v = table.set_index(['metric', 'attribute']).value
-            print(f"{init:6} {steps:5d} {v[('asked_correct', 'all')]:6.3f} {v.get(('fd', 'all'), np.nan):8.2f} {v.get(('fd_floor', 'all'), np.nan):8.2f} {dt:7.3f}")
+            print(f"{init:6} {sched:>8} {steps:5d} {strength if init == 'cvae' else float('nan'):8.2f} {v[('asked_correct', 'all')]:6.3f} {v.get(('fd', 'all'), np.nan):8.2f} {v.get(('fd_floor', 'all'), np.nan):8.2f} {dt:7.3f}")
     else: print("\n(quality comparison skipped: --speed_only)")

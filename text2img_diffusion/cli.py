@@ -16,10 +16,12 @@ COMMANDS = {
     'train-vae': 'text2img_diffusion.vae:train_vae_cli',
     'train-clip': 'text2img_diffusion.clip_cond:train_clip_cli',
     'train-unet': 'text2img_diffusion.unet_diffusion:train_unet_cli',
+    'cache-latents': 'text2img_diffusion.unet_diffusion:cache_latents',
     'train-judge': 'text2img_diffusion.eval:judge_train',
     'generate': 'text2img_diffusion.sampling:generate_cli',
     'bundle': 'text2img_diffusion.sampling:bundle_cli',
     'serve': 'text2img_diffusion.api:serve',
+    'train': 'text2img_diffusion.train_pipeline:train_cli',
 }
 # short options some commands accept besides their long ones
 ALIASES = {'generate': {'-n': '--n', '-o': '--out'}}

@@ -181,7 +181,7 @@ class TextConditioner:
     def __repr__(self): return f"TextConditioner({type(self.text_encoder).__name__}, L={self.max_length}, D={self.dim})"
 
 # %% ../nbs/03_clip_cond.ipynb #771545be
-class ClipNotAvailable(OSError): pass
+class ClipNotAvailable(OSError): "A CLIP (hub id or folder) that cannot be loaded here"
 
 def save_clip(model: CLIPModel, tokenizer, path, image_processor=None) -> Path:
     "Save a CLIPModel with its tokenizer (and image preprocessing config) to the folder `path`"
@@ -259,13 +259,18 @@ def clip_pixels(images: torch.Tensor, image_size: int, mean=CLIP_MEAN, std=CLIP_
 
 class ClipContrastive(nn.Module):
     "Wraps a CLIPModel for a Learner: (pixel_values, input_ids, attention_mask) → text×image logits (and attribute logits)"
-    def __init__(self, clip: CLIPModel, n_attrs: int = 0):
+    def __init__(self, clip: CLIPModel, n_attrs: int = 0, text_attrs: bool = False):
         super().__init__(); self.clip = clip
-        # optional training aid: predict the image's attributes from its CLIP embedding (not saved with the CLIP)
+        # optional training aids (not saved with the CLIP): predict the image's attributes from its CLIP image embedding,
+        # and (text_attrs) from the caption's pooled text embedding, the vector encode_prompts hands to the CVAE
         self.attr_head = nn.Linear(clip.config.projection_dim, n_attrs) if n_attrs else None
+        self.text_attr_head = nn.Linear(clip.config.text_config.hidden_size, n_attrs) if n_attrs and text_attrs else None
     def forward(self, pixel_values, input_ids, attention_mask):
         out = self.clip(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        return out.logits_per_text if self.attr_head is None else (out.logits_per_text, self.attr_head(out.image_embeds))
+        if self.attr_head is None: return out.logits_per_text
+        res = (out.logits_per_text, self.attr_head(out.image_embeds))
+        if self.text_attr_head is not None: res += (self.text_attr_head(out.text_model_output.pooler_output),)
+        return res
 
 def clip_loss(logits_per_text, *_):
     "Symmetric InfoNCE: each caption's image and each image's caption are the positives on the diagonal"
@@ -274,12 +279,13 @@ def clip_loss(logits_per_text, *_):
     return (F.cross_entropy(logits_per_text, y) + F.cross_entropy(logits_per_text.t(), y)) / 2
 
 class ClipAttrLoss:
-    "Symmetric InfoNCE plus `attr_weight` × BCE of the image-attribute logits against the attribute columns `attr_idx`"
-    def __init__(self, attr_idx, attr_weight: float = 1.): store_attr()
+    "Symmetric InfoNCE + `attr_weight` × BCE of the image-attribute logits (+ `text_weight` × BCE of the text-attribute logits) against columns `attr_idx`"
+    def __init__(self, attr_idx, attr_weight: float = 1., text_weight: float = 0.): store_attr()
     def __call__(self, pred, attrs, *_):
-        logits, attr_logits = pred
-        bce = F.binary_cross_entropy_with_logits(attr_logits, attrs[:, list(self.attr_idx)].float())
-        return clip_loss(logits) + self.attr_weight * bce
+        y = attrs[:, list(self.attr_idx)].float()
+        loss = clip_loss(pred[0]) + self.attr_weight * F.binary_cross_entropy_with_logits(pred[1], y)
+        if len(pred) > 2: loss = loss + self.text_weight * F.binary_cross_entropy_with_logits(pred[2], y)
+        return loss
 
 def batch_t2i_top1(logits_per_text, *_):
     "In-batch text→image top-1 accuracy"
@@ -303,14 +309,14 @@ class ClampTemperature(Callback):
 
 # %% ../nbs/03_clip_cond.ipynb #fd68a15f
 def clip_learner(dls, model: CLIPModel, tokenizer, lr: float = 2e-3, wd: float = 0.05, attr_weight: float = 0.,
-                 attrs=None, cbs=None) -> Learner:
+                 attrs=None, cbs=None, text_attr_weight: float = 0.) -> Learner:
     "A fastai `Learner` that trains `model` contrastively on the (images, captions, attributes) batches of `dls`"
     cfg = model.config
     cbs = [ClipInputs(tokenizer, cfg.text_config.max_position_embeddings, cfg.vision_config.image_size), ClampTemperature()] + list(cbs or [])
-    if attr_weight:   # auxiliary attribute loss on the image side, over the attributes the data set really shows
+    if attr_weight or text_attr_weight:   # auxiliary attribute losses, over the attributes the data set really shows
         attrs = attrs or getattr(dls, 'df', pd.DataFrame()).attrs.get('celeba', {}).get('rendered') or list(CELEBA_ATTRS)
         idx = [CELEBA_ATTRS.index(a) for a in attrs]
-        net, loss = ClipContrastive(model, len(idx)), ClipAttrLoss(idx, attr_weight)
+        net, loss = ClipContrastive(model, len(idx), bool(text_attr_weight)), ClipAttrLoss(idx, attr_weight, text_attr_weight)
     else: net, loss = ClipContrastive(model), clip_loss
     return Learner(dls, net, loss_func=loss, opt_func=partial(Adam, wd=wd), lr=lr, metrics=batch_t2i_top1, cbs=cbs)
 
@@ -494,7 +500,7 @@ def plot_embedding_space(model: CLIPModel, tokenizer, df: pd.DataFrame, size: in
 # %% ../nbs/03_clip_cond.ipynb #fdb75f78
 def train_clip(out_dir, data_path=None, preset: str = 'tiny', n_images: int|None = 400, size: int = 32,
                epochs: int = 2, bs: int = 32, lr: float = 2e-3, seed: int = 0, num_workers: int = 0,
-               attr_weight: float = 0., evaluate: bool = True, device=None) -> tuple:
+               attr_weight: float = 0., evaluate: bool = True, device=None, text_attr_weight: float = 0.) -> tuple:
     "Train an in-domain CLIP on CelebA at `data_path` (None: a fresh synthetic set) and save it to `out_dir`"
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as td:
@@ -507,11 +513,11 @@ def train_clip(out_dir, data_path=None, preset: str = 'tiny', n_images: int|None
         set_seed(seed)
         model = make_clip(preset, tok, image_size=size, seed=seed)
         dls = celeba_dls(data_path, size=size, bs=bs, seed=seed, num_workers=num_workers, df=df, device=device)
-        learn = clip_learner(dls, model, tok, lr=lr, attr_weight=attr_weight)
+        learn = clip_learner(dls, model, tok, lr=lr, attr_weight=attr_weight, text_attr_weight=text_attr_weight)
         t0 = time.time()
         learn.fit_one_cycle(epochs, lr)
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed, attr_weight=attr_weight,
-                       train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
+                       text_attr_weight=text_attr_weight, train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=dict(zip(['train_loss', 'valid_loss', 'batch_t2i_top1'], map(float, learn.recorder.values[-1]))))
         if evaluate: metrics |= evaluate_clip(model, tok, df, size=size, seed=seed)
         save_clip(model, tok, out_dir)
@@ -529,7 +535,9 @@ def train_clip_cli(out_dir: str,                  # folder to save the CLIP (and
                    lr: float = 2e-3,
                    seed: int = 0,
                    num_workers: int = 0,          # data loader processes
-                   attr_weight: float = 1.0):     # weight of the auxiliary image-attribute loss (0: plain CLIP)
+                   attr_weight: float = 1.0,      # weight of the auxiliary image-attribute loss (0: plain CLIP)
+                   text_attr_weight: float = 3.0): # weight of the auxiliary text-attribute loss on pooled text (0: none)
     "Train the in-domain CLIP text encoder and save it"
-    _, _, m = train_clip(out_dir, data_path, preset, n_images, size, epochs, bs, lr, seed, num_workers, attr_weight)
+    _, _, m = train_clip(out_dir, data_path, preset, n_images, size, epochs, bs, lr, seed, num_workers, attr_weight,
+                         text_attr_weight=text_attr_weight)
     print(json.dumps({k: v for k, v in m.items() if k != 'paraphrase_table'}, indent=1))

@@ -173,8 +173,12 @@ class KLWarmup(Callback):
     def before_validate(self): self.learn.loss_func.beta = self.beta
 
 # %% ../nbs/04_cvae.ipynb #5431ff3d
-def rec_metric(pred, z): return F.mse_loss(pred[0].float(), z.float())
-def kl_metric(pred, z): return kl_per_channel(*(t.float() for t in pred[1:])).sum()
+def rec_metric(pred, z):
+    "Reconstruction MSE of the CVAE's output (a fastai metric)"
+    return F.mse_loss(pred[0].float(), z.float())
+def kl_metric(pred, z):
+    "KL of the posterior from the prior, summed over channels (a fastai metric)"
+    return kl_per_channel(*(t.float() for t in pred[1:])).sum()
 
 class CVAEModule(nn.Module):
     """The Learner's model. fastai's `Learner` forwards unknown attributes to its model, and diffusers' `ModelMixin`

@@ -41,7 +41,7 @@ _IMG_DIRS = ('img_align_celeba/img_align_celeba', 'img_align_celeba', 'Img/img_a
              'celeba/img_align_celeba', 'CelebA/Img/img_align_celeba')
 _IMG_ZIPS = ('img_align_celeba.zip', 'Img/img_align_celeba.zip', 'celeba/img_align_celeba.zip', 'CelebA/Img/img_align_celeba.zip')
 
-class CelebAFilesNotFound(FileNotFoundError): pass
+class CelebAFilesNotFound(FileNotFoundError): "A folder or zip that lacks the CelebA files `load_celeba` needs"
 
 def _find_annot(root: Path, stem: str, names: set|None = None):
     "Path (or zip member name when `names` is given) of `stem`.csv/.txt in the usual annotation folders"

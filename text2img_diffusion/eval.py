@@ -21,7 +21,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.functional.classification import binary_auroc
 
-from .data import (atomic_dir, CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, items_dls, load_celeba,
+from .data import (atomic_dir, atomic_write, CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, items_dls, load_celeba,
                                      make_synthetic_celeba)
 
 # %% auto #0
@@ -31,7 +31,7 @@ __all__ = ['BUNDLED_JUDGE', 'PROMPT_PHRASES', 'NEGATABLE_IN_PROMPTS', 'INCEPTION
            'parse_attr_set', 'prompt_for', 'prompt_set', 'specs_from_data', 'prompt_faithfulness', 'JudgeFeatures',
            'judge_features', 'feature_distance', 'fd_with_floor', 'inception_fid_status', 'inception_fid',
            'clip_preprocess', 'text_image_score', 'reconstruction_metrics', 'generate_images', 'results_figure',
-           'evaluate_generator']
+           'evaluate_generator', 'pipeline_report']
 
 # %% ../nbs/08_eval.ipynb #36527408
 def as_image_batch(images, size: int|None = None) -> torch.Tensor:
@@ -527,3 +527,37 @@ def evaluate_generator(generate, pset: pd.DataFrame, judge: AttributeJudge, real
     table.attrs['notes'] = notes
     fig = results_figure(per, images, pset.prompt.tolist(), n_show, title)
     return (table, fig, images) if return_images else (table, fig)
+
+# %% ../nbs/08_eval.ipynb #2406b0a7
+def _pipeline_scores(model, judge, pset, real, steps, title='', **kw):
+    from text2img_diffusion.sampling import load_pipeline, generate
+    pipe = load_pipeline(model, device='cpu' if not torch.cuda.is_available() else None)
+    gen = lambda prompts, seeds: torch.stack(generate(prompts, seed=seeds, steps=steps, model=pipe, output_type='pt',
+                                                      progress=False, **kw)) * 2 - 1
+    t = time.perf_counter()
+    table, fig = evaluate_generator(gen, pset, judge, real=real, title=title)
+    v = table[table.attribute == 'all'].set_index('metric').value
+    return {**{k: float(v[k]) for k in ('asked_correct', 'requested_found', 'negation_respected', 'fd', 'fd_floor') if k in v},
+            'seconds_per_image': (time.perf_counter() - t) / len(pset)}, fig
+
+def pipeline_report(model, judge: AttributeJudge, data_path, n_prompts: int = 64, steps: int = 20, reference=None,
+                    seed: int = 1, out_dir=None, **generate_kw) -> dict:
+    "Judge accuracy and FD (with its floor) of pipeline `model` on prompts from `data_path`'s test faces; `reference` scored beside it"
+    import matplotlib.pyplot as plt
+    df = load_celeba(data_path); test = df[df.partition == 'test']
+    if len(test) < 2 * n_prompts: raise ValueError(f"the test partition has {len(test)} faces; a report on {n_prompts} prompts needs {2 * n_prompts}")
+    specs, _ = specs_from_data(test, n_prompts, seed=seed)
+    pset = prompt_set(specs, seed=1000)
+    real = load_faces(test.iloc[:2 * n_prompts], size=judge.config.size)[0]
+    rep = dict(n_prompts=n_prompts, steps=steps, data=str(data_path), settings=generate_kw or 'generate() defaults')
+    rep['model'], fig = _pipeline_scores(model, judge, pset, real, steps, title=f'{Path(str(model)).name}, {steps} steps', **generate_kw)
+    if reference is not None:
+        rep['reference'], rfig = _pipeline_scores(reference, judge, pset, real, steps, **generate_kw)
+        rep['asked_correct_minus_reference'] = rep['model']['asked_correct'] - rep['reference']['asked_correct']
+        plt.close(rfig)
+    if out_dir is not None:
+        out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out/'report.json', lambda t: Path(t).write_text(json.dumps(rep, indent=1, default=str)))
+        atomic_write(out/'report.png', lambda t: fig.savefig(t, format='png', dpi=90, bbox_inches='tight'))
+    plt.close(fig)
+    return rep

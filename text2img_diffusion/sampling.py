@@ -141,16 +141,16 @@ def to_output(x: torch.Tensor, output_type: str = 'pil'):
     return [Image.fromarray((a * 255).round().clip(0, 255).astype(np.uint8)) for a in arr]
 
 # %% ../nbs/06_sampling.ipynb #e63482b8
-def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32) -> Text2FacePipeline:
+def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32, max_length: int = 16) -> Text2FacePipeline:
     "A tiny, untrained pipeline for tests: every component real, every size minimal"
     from diffusers import UNet2DConditionModel, AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
     from text2img_diffusion.clip_cond import train_caption_tokenizer
     torch.manual_seed(seed)
     tok = train_caption_tokenizer(['a smiling woman with blond hair', 'a man with glasses and a hat', 'a bald man'] * 10,
-                                  vocab_size=300, max_length=16, min_frequency=1)
+                                  vocab_size=300, max_length=max_length, min_frequency=1)
     te = CLIPTextModel(CLIPTextConfig(vocab_size=tok.vocab_size, hidden_size=text_dim, intermediate_size=2*text_dim,
-        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16, pad_token_id=tok.pad_token_id,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=max_length, pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
     unet = UNet2DConditionModel(sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(16, 32), down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
@@ -208,6 +208,7 @@ def bundle_cli(text_encoder: str,          # tokenizer + text encoder folder (03
 BUNDLED_MODEL = Path(text2img_diffusion.__file__).parent/'bundled'/'celeba64'
 
 def default_device() -> torch.device:
+    "CUDA if there is a GPU, else Apple MPS, else the CPU"
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')

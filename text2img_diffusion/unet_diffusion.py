@@ -33,8 +33,8 @@ from .clip_cond import (TextConditioner, train_caption_tokenizer, caption_corpus
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'SAMPLE_PROMPTS', 'unet_preset', 'unet_from_preset', 'n_params',
            'make_noise_scheduler', 'diffusion_target', 'DiffusionLoss', 'vae_fingerprint', 'cache_key',
-           'read_cache_meta', 'build_latent_cache', 'LatentItems', 'latent_dls', 'random_text_encoder', 'unwrap',
-           'LatentDenoiser', 'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise', 'Autocast', 'GradAccum',
+           'read_cache_meta', 'build_latent_cache', 'LatentItems', 'latent_dls', 'cache_latents', 'random_text_encoder',
+           'unwrap', 'LatentDenoiser', 'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise', 'Autocast', 'GradAccum',
            'SyncGrads', 'NaNGuard', 'ClipGrad', 'EMA', 'sample_latents', 'image_grid', 'SampleGrid',
            'save_train_checkpoint', 'find_checkpoint', 'load_train_checkpoint', 'Checkpoint', 'diffusion_learner',
            'train_unet', 'save_unet_run', 'load_unet', 'train_unet_cli']
@@ -73,7 +73,9 @@ def unet_from_preset(preset: str, cross_attention_dim: int, latent_channels: int
     return UNet2DConditionModel(sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
                                 cross_attention_dim=cross_attention_dim, **cfg)
 
-def n_params(m: nn.Module) -> int: return sum(p.numel() for p in m.parameters())
+def n_params(m: nn.Module) -> int:
+    "Number of parameters of `m`"
+    return sum(p.numel() for p in m.parameters())
 
 # %% ../nbs/05_unet_diffusion.ipynb #736fdbd6
 BETA_SCHEDULES = {'linear': 'linear', 'scaled_linear': 'scaled_linear', 'scaled-linear': 'scaled_linear',
@@ -203,6 +205,25 @@ def latent_dls(cache_dir, bs: int = 32, num_workers: int = 0, device=None, seed:
     if seed is not None: random.seed(seed)
     return DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) >= bs, num_workers=num_workers),
                        DataLoader(valid, bs=bs, num_workers=num_workers), device=device)
+
+# %% ../nbs/05_unet_diffusion.ipynb #d5715463
+@call_parse
+def cache_latents(vae_path: str,           # trained VAE folder (02_vae's OUT_DIR/vae) or hub id
+                  data_path: str,          # CelebA folder or zip
+                  out_dir: str,            # where to write latents.npy, index.csv and meta.json
+                  size: int = 64,          # image size the VAE was trained at
+                  n_images: int = None,    # encode a random subset of this many images (default: all)
+                  seed: int = 0,           # subset seed
+                  bs: int = 64,            # encoding batch size
+                  device: str = None,      # cpu | cuda (default: cuda when available)
+                  threads: int = None):    # torch CPU threads
+    "Encode a data set once with a trained VAE into the memory-mapped latent cache that 04 and 05 train on"
+    if threads: torch.set_num_threads(threads)
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    vae = load_pretrained_vae(str(vae_path)).to(device).eval()
+    out = build_latent_cache(vae, data_path, out_dir, size=size, bs=bs, n=n_images, seed=seed)
+    print(f"latent cache {out}: shape {read_cache_meta(out)['shape']}")
+    return out
 
 # %% ../nbs/05_unet_diffusion.ipynb #43714c6c
 def random_text_encoder(captions, preset: str = 'tiny', seed: int = 0, vocab_size: int | None = None):

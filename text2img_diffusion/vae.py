@@ -69,7 +69,7 @@ def downsample_factor(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 # %% ../nbs/02_vae.ipynb #f2fd1aa1
-class PretrainedVAENotFound(OSError): pass
+class PretrainedVAENotFound(OSError): "A pretrained VAE (hub id or folder) that cannot be loaded here"
 
 def load_pretrained_vae(name_or_path: str, subfolder: str|None = None, **kwargs) -> AutoencoderKL:
     "An `AutoencoderKL` from a local diffusers directory or a Hugging Face hub id"
@@ -407,7 +407,7 @@ NOTEBOOK_RUN_ENV = 'T2I_VAE_NOTEBOOK_RUN'   # set while `train_vae_cli` runs the
 
 def find_vae_notebook(notebook=None) -> Path:
     "The 02_vae notebook: `notebook` if given, else nbs/02_vae.ipynb of the source checkout this package runs from"
-    p = Path(notebook) if notebook else Path(__file__).resolve().parent.parent/'nbs'/'02_vae.ipynb'
+    p = Path(notebook) if notebook else Path(__import__('text2img_diffusion').__file__).resolve().parent.parent/'nbs'/'02_vae.ipynb'
     if not p.is_file():
         raise FileNotFoundError(f"training notebook {p} not found: run from a source checkout of text2img_diffusion "
                                 "(which has nbs/02_vae.ipynb) or pass --notebook PATH")
