@@ -33,6 +33,8 @@ def parse():
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--skip', default='', help='comma list of parts to skip: learner,cache')
     p.add_argument('--out', default=None, help='write the JSON summary here')
+    p.add_argument('--peak_tflops', type=float, default=None,
+                   help="the device's peak dense TFLOP/s for the MFU estimate (default: 989.4 for H100/H200 in bf16, 494.7 in tf32/fp32)")
     return p.parse_args()
 
 def main():
@@ -146,14 +148,36 @@ def main():
     res = {}
     if 'learner' not in skip:
         ps, ls = [], []
+        peak_mem = 0
         for r in range(a.repeats):
             u = make_unet(); u = torch.compile(u) if a.compile else u
             ps.append(plain(u, list(range(a.warmup + a.steps))))
+            del u
+            if dev.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
             ls.append(learner(make_unet()))
+            if dev.type == 'cuda': peak_mem = max(peak_mem, torch.cuda.max_memory_allocated(dev))
             print(f"repeat {r}: plain {ps[-1]:.1f} samples/s, Learner {ls[-1]:.1f} samples/s", flush=True)
         res.update(plain_sps=round(max(ps), 2), learner_sps=round(max(ls), 2), learner_over_plain=round(max(ls) / max(ps), 3),
                    plain_all=[round(x, 2) for x in ps], learner_all=[round(x, 2) for x in ls])
         print(f"samples/s: plain PyTorch {max(ps):.1f}, fastai Learner {max(ls):.1f}, ratio {max(ls)/max(ps):.3f} (goal >= 0.95)", flush=True)
+        # model FLOPs of one training step (forward + backward of the UNet; the text encoder runs without grad), counted
+        # by torch's FlopCounterMode on one batch, and the MFU they imply at the Learner's speed
+        from torch.utils.flop_counter import FlopCounterMode
+        u = make_unet(); z, caps = batches[0]
+        with torch.no_grad(): emb = cond(list(caps), device=dev)[0]
+        tt = torch.randint(0, 1000, (len(z),), device=dev)
+        with FlopCounterMode(display=False) as fc:
+            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=a.bf16 and dev.type == 'cuda'):
+                out_ = u(z.to(dev), tt, encoder_hidden_states=emb, return_dict=False)[0]
+            out_.float().pow(2).mean().backward()
+        fps = fc.get_total_flops() / len(z)
+        name = info['device']
+        peak = a.peak_tflops or (({True: 989.4, False: 494.7}[a.bf16]) if any(k in name for k in ('H100', 'H200')) else None)
+        res.update(train_gflops_per_sample=round(fps / 1e9, 3), peak_tflops=peak,
+                   mfu=round(fps * max(ls) / (peak * 1e12), 4) if peak else None,
+                   peak_memory_gib=round(peak_mem / 2**30, 2) if dev.type == 'cuda' else None)
+        print(f"training FLOPs {fps/1e9:.2f} GFLOP/sample; MFU {res['mfu'] if peak else 'n/a (pass --peak_tflops)'}; "
+              f"peak memory {res['peak_memory_gib']} GiB", flush=True)
 
     # ---- 2. cached latents vs encoding on the fly: one training epoch each --------------------------------------------
     if 'cache' not in skip:

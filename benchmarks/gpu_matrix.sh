@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The prepared GPU check for the training-runs issue: a short celeba64-sized UNet training on synthetic data in bf16,
+# with and without channels_last and torch.compile; prints samples/s, an MFU estimate and peak memory for each, in one
+# run on one card (the card's name is in every line). Not a test: no timing asserts.
+#   bash benchmarks/gpu_matrix.sh [OUT_DIR] [PRESET]        (defaults: /tmp/gpu_matrix, celeba64-gpu)
+set -euo pipefail
+out=${1:-/tmp/gpu_matrix}; preset=${2:-celeba64-gpu}
+mkdir -p "$out"
+here=$(cd "$(dirname "$0")" && pwd)
+for cfg in "--bf16" "--bf16 --channels_last" "--bf16 --compile" "--bf16 --channels_last --compile"; do
+  name=$(echo "$cfg" | tr -d '-' | tr ' ' '_')
+  python "$here/train_step.py" --device cuda --preset "$preset" $cfg --skip cache --repeats 2 --steps 30 --out "$out/$name.json" \
+    > "$out/$name.log" 2>&1 || { echo "$cfg failed: see $out/$name.log"; continue; }
+done
+python - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+rows = [json.loads(p.read_text()) for p in sorted(Path(sys.argv[1]).glob('*.json'))]
+print(f"{'config':34} {'samples/s':>10} {'Learner/plain':>13} {'GFLOP/sample':>12} {'MFU':>6} {'peak GiB':>8}  device")
+for r in rows:
+    cfg = '+'.join(k for k in ('bf16', 'channels_last', 'compile') if r.get(k)) or 'fp32'
+    print(f"{cfg:34} {r['learner_sps']:10.1f} {r['learner_over_plain']:13.3f} {r['train_gflops_per_sample']:12.2f} "
+          f"{(r['mfu'] or float('nan')):6.3f} {(r['peak_memory_gib'] or float('nan')):8.2f}  {r['device']}")
+PY
