@@ -180,9 +180,17 @@ def assemble_pipeline(text_encoder, vae, unet, cvae=None, ema: bool = True) -> T
                              scheduler=DDPMScheduler.from_pretrained(sched_dir),
                              cvae=LatentCVAE.from_pretrained(cvae).eval() if cvae is not None else None)
 
+def _drop_source_paths(folder):
+    "Remove `_name_or_path` (the folder a component was loaded from on the machine that saved it) from saved configs"
+    for f in Path(folder).glob('*/config.json'):
+        d = json.loads(f.read_text())
+        if d.pop('_name_or_path', None) is not None: f.write_text(json.dumps(d, indent=2, sort_keys=True) + '\n')
+
 def save_bundle(pipe: Text2FacePipeline, dest, dtype=torch.float16) -> Path:
     "Save `pipe` with its weights in `dtype` to `dest` (a temporary folder swapped into place)"
-    try: return atomic_dir(dest, lambda t: pipe.to(dtype).save_pretrained(t))
+    def write(t):
+        pipe.to(dtype).save_pretrained(t); _drop_source_paths(t)
+    try: return atomic_dir(dest, write)
     finally: pipe.to(torch.float32)
 
 # %% ../nbs/06_sampling.ipynb #bff60e99
