@@ -54,25 +54,20 @@ if __name__ == '__main__':
         print(f"  generate() / bare loop at 8 images: {t8/tb:.3f}  (goal <= 1.05)")
     if not a.speed_only:
         import tempfile
-        from text2img_diffusion.eval import load_judge, prompt_set, specs_from_data, evaluate_generator, load_faces
+        from text2img_diffusion.eval import load_judge, report_prompt_set, pipeline_scores
         from text2img_diffusion.data import load_celeba, make_synthetic_celeba
+        import matplotlib.pyplot as plt
         judge = load_judge(a.judge)
         data = a.data or make_synthetic_celeba(tempfile.mkdtemp() + '/synth', 30 * a.n_prompts, seed=1)
-        df = load_celeba(data); test = df[df.partition == 'test']
-        specs, _ = specs_from_data(test, a.n_prompts, seed=1)
-        pset = prompt_set(specs, seed=1000)
-        real = load_faces(test.iloc[:2 * a.n_prompts], size=pipe.unet.config.sample_size * 4)[0]
+        df = load_celeba(data)
+        pset, real = report_prompt_set(df[df.partition == 'test'], a.n_prompts, size=pipe.unet.config.sample_size * 4, seed=1)
         print(f"\nquality on {len(pset)} prompts (judge: {a.judge or 'bundled'}); FD floor = real-vs-real")
         print(f"{'init':6} {'sampler':>8} {'steps':>5} {'strength':>8} {'acc':>6} {'FD':>8} {'floor':>8} {'s/img':>7}")
         ints = lambda t: [int(x) for x in t.split(',') if x]
         runs = ([('cvae', st, float(s), sc) for sc in a.schedulers.split(',') for s in a.strengths.split(',') for st in ints(a.cvae_steps)]
                 + [('noise', st, 1.0, 'dpm++') for st in ints(a.noise_steps)])
         for init, steps, strength, sched in runs:
-            gen = lambda prompts, seeds: torch.stack(generate(prompts, seed=seeds, steps=steps, init=init, model=pipe, strength=strength,
-                                                              scheduler=sched, output_type='pt', progress=False)) * 2 - 1
-            t = time.perf_counter()
-            table, _ = evaluate_generator(gen, pset, judge, real=real)
-            dt = (time.perf_counter() - t) / len(pset)
-            v = table.set_index(['metric', 'attribute']).value
-            print(f"{init:6} {sched:>8} {steps:5d} {strength if init == 'cvae' else float('nan'):8.2f} {v[('asked_correct', 'all')]:6.3f} {v.get(('fd', 'all'), np.nan):8.2f} {v.get(('fd_floor', 'all'), np.nan):8.2f} {dt:7.3f}")
+            v, fig = pipeline_scores(pipe, judge, pset, real, steps, init=init, strength=strength, scheduler=sched)
+            plt.close(fig)
+            print(f"{init:6} {sched:>8} {steps:5d} {strength if init == 'cvae' else float('nan'):8.2f} {v['asked_correct']:6.3f} {v.get('fd', np.nan):8.2f} {v.get('fd_floor', np.nan):8.2f} {v['seconds_per_image']:7.3f}")
     else: print("\n(quality comparison skipped: --speed_only)")

@@ -31,7 +31,7 @@ __all__ = ['BUNDLED_JUDGE', 'PROMPT_PHRASES', 'NEGATABLE_IN_PROMPTS', 'INCEPTION
            'parse_attr_set', 'prompt_for', 'prompt_set', 'specs_from_data', 'prompt_faithfulness', 'JudgeFeatures',
            'judge_features', 'feature_distance', 'fd_with_floor', 'inception_fid_status', 'inception_fid',
            'clip_preprocess', 'text_image_score', 'reconstruction_metrics', 'generate_images', 'results_figure',
-           'evaluate_generator', 'pipeline_report']
+           'evaluate_generator', 'report_prompt_set', 'pipeline_scores', 'pipeline_report']
 
 # %% ../nbs/08_eval.ipynb #36527408
 def as_image_batch(images, size: int|None = None) -> torch.Tensor:
@@ -529,7 +529,14 @@ def evaluate_generator(generate, pset: pd.DataFrame, judge: AttributeJudge, real
     return (table, fig, images) if return_images else (table, fig)
 
 # %% ../nbs/08_eval.ipynb #2406b0a7
-def _pipeline_scores(model, judge, pset, real, steps, title='', **kw):
+def report_prompt_set(test: pd.DataFrame, n_prompts: int, size: int, seed: int = 1) -> tuple:
+    "(prompt set of `n_prompts` attribute sets drawn from the faces of `test`, `2 * n_prompts` of those faces at `size` as the real images)"
+    if len(test) < 2 * n_prompts: raise ValueError(f"the test partition has {len(test)} faces; a report on {n_prompts} prompts needs {2 * n_prompts}")
+    specs, _ = specs_from_data(test, n_prompts, seed=seed)
+    return prompt_set(specs, seed=1000), load_faces(test.iloc[:2 * n_prompts], size=size)[0]
+
+def pipeline_scores(model, judge, pset, real, steps, title='', **kw) -> tuple:
+    "({asked_correct, ..., fd, fd_floor, seconds_per_image}, figure) of pipeline `model` sampling `pset` at `steps` with `generate` options `kw`"
     from text2img_diffusion.sampling import load_pipeline, generate
     pipe = load_pipeline(model, device='cpu' if not torch.cuda.is_available() else None)
     gen = lambda prompts, seeds: torch.stack(generate(prompts, seed=seeds, steps=steps, model=pipe, output_type='pt',
@@ -544,15 +551,12 @@ def pipeline_report(model, judge: AttributeJudge, data_path, n_prompts: int = 64
                     seed: int = 1, out_dir=None, **generate_kw) -> dict:
     "Judge accuracy and FD (with its floor) of pipeline `model` on prompts from `data_path`'s test faces; `reference` scored beside it"
     import matplotlib.pyplot as plt
-    df = load_celeba(data_path); test = df[df.partition == 'test']
-    if len(test) < 2 * n_prompts: raise ValueError(f"the test partition has {len(test)} faces; a report on {n_prompts} prompts needs {2 * n_prompts}")
-    specs, _ = specs_from_data(test, n_prompts, seed=seed)
-    pset = prompt_set(specs, seed=1000)
-    real = load_faces(test.iloc[:2 * n_prompts], size=judge.config.size)[0]
+    df = load_celeba(data_path)
+    pset, real = report_prompt_set(df[df.partition == 'test'], n_prompts, judge.config.size, seed)
     rep = dict(n_prompts=n_prompts, steps=steps, data=str(data_path), settings=generate_kw or 'generate() defaults')
-    rep['model'], fig = _pipeline_scores(model, judge, pset, real, steps, title=f'{Path(str(model)).name}, {steps} steps', **generate_kw)
+    rep['model'], fig = pipeline_scores(model, judge, pset, real, steps, title=f'{Path(str(model)).name}, {steps} steps', **generate_kw)
     if reference is not None:
-        rep['reference'], rfig = _pipeline_scores(reference, judge, pset, real, steps, **generate_kw)
+        rep['reference'], rfig = pipeline_scores(reference, judge, pset, real, steps, **generate_kw)
         rep['asked_correct_minus_reference'] = rep['model']['asked_correct'] - rep['reference']['asked_correct']
         plt.close(rfig)
     if out_dir is not None:
