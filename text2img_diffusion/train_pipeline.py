@@ -84,7 +84,7 @@ PIPELINE_PRESETS = {
         vae=dict(preset='celeba64', epochs=8, bs=32, lr=2e-3, crop_size=32),
         clip=dict(preset='small', n_images=8000, size=48, epochs=13, bs=128, lr=2e-3, attr_weight=1.0, text_attr_weight=3.0),
         cvae=dict(preset='celeba64', epochs=6, bs=None, lr=None, beta=1.0, free_bits=0.05),
-        unet=dict(preset='celeba64', epochs=10, bs=32, lr=1e-3, prediction_type='epsilon', beta_schedule='cosine',
+        unet=dict(preset='celeba64', epochs=12, bs=32, lr=1e-3, prediction_type='epsilon', beta_schedule='cosine',
                   snr_gamma=5.0, cfg_dropout=0.1, ema_decay=0.995, seed=0, sample_every=2),
         pipeline=dict(fp16=True),
         report=dict(report_prompts=64, report_steps=20)),

@@ -44,7 +44,7 @@ UNET_PRESETS = {
     'tiny': dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
                  down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'), up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'),
                  vae='tiny', image_size=32, bs=16, lr=1e-3),
-    'celeba64': dict(block_out_channels=(64, 128, 192), layers_per_block=1, norm_num_groups=32, attention_head_dim=32,
+    'celeba64': dict(block_out_channels=(64, 128, 160), layers_per_block=1, norm_num_groups=32, attention_head_dim=32,
                      down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'),
                      up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
                      vae='celeba64', image_size=64, bs=32, lr=5e-4),
