@@ -5,10 +5,13 @@
    overhead; goal ≤ 1.05);
 3. CVAE-initialised sampling at 4/8/12 steps vs noise-initialised at 25/50 steps: judge accuracy on a prompt set,
    feature distance to real test images, and time. The judge defaults to the one shipped with the package; without
-   --data a synthetic set is drawn (its test partition gives the real images).
+   --data a synthetic set is drawn (its test partition gives the real images);
+4. with --compare_spacing: DPM++ with evenly spaced timesteps ('leading', diffusers' default) vs the Karras σ ramp
+   `make_scheduler` uses, noise init, at --spacing_steps.
 
-usage: python benchmarks/sampling.py [--model DIR] [--judge DIR] [--data CELEBA_DIR] [--device cpu] [--n_prompts 64]
-       [--strengths 0.7] [--cvae_steps 4,8,12] [--noise_steps 25,50] [--speed_only] [--quality_only]"""
+usage: python benchmarks/sampling.py [--model DIR] [--judge DIR] [--data CELEBA_DIR] [--device cpu] [--n_prompts 256]
+       [--strengths 1.0,0.85] [--cvae_steps 4,8,12] [--noise_steps 25,50] [--speed_only] [--quality_only]
+       [--compare_spacing] [--spacing_steps 8,25]"""
 import argparse, time, warnings
 import numpy as np, torch
 from text2img_diffusion.sampling import load_pipeline, generate, make_scheduler, seeded_generators, BUNDLED_MODEL
@@ -36,11 +39,13 @@ def bare_loop(pipe, prompts, seeds, steps, guidance=3.0):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--model', default=None); ap.add_argument('--judge', default=None); ap.add_argument('--data', default=None)
-    ap.add_argument('--device', default='cpu'); ap.add_argument('--n_prompts', type=int, default=64)
+    ap.add_argument('--device', default='cpu'); ap.add_argument('--n_prompts', type=int, default=256)
     ap.add_argument('--speed_only', action='store_true'); ap.add_argument('--quality_only', action='store_true')
-    ap.add_argument('--strengths', default='0.7', help='CVAE-init start strengths to compare, comma-separated')
+    ap.add_argument('--strengths', default='1.0,0.85', help='CVAE-init start strengths to compare, comma-separated')
     ap.add_argument('--cvae_steps', default='4,8,12'); ap.add_argument('--noise_steps', default='25,50')
     ap.add_argument('--schedulers', default='dpm++', help='samplers for the CVAE-init runs, comma-separated (noise init uses dpm++)')
+    ap.add_argument('--compare_spacing', action='store_true', help="also score DPM++ with 'leading' timesteps against the Karras σ ramp")
+    ap.add_argument('--spacing_steps', default='8,25')
     a = ap.parse_args()
     warnings.simplefilter('ignore')
     pipe = load_pipeline(a.model, a.device)
@@ -70,4 +75,13 @@ if __name__ == '__main__':
             v, fig = pipeline_scores(pipe, judge, pset, real, steps, init=init, strength=strength, scheduler=sched)
             plt.close(fig)
             print(f"{init:6} {sched:>8} {steps:5d} {strength if init == 'cvae' else float('nan'):8.2f} {v['asked_correct']:6.3f} {v.get('fd', np.nan):8.2f} {v.get('fd_floor', np.nan):8.2f} {v['seconds_per_image']:7.3f}")
+        if a.compare_spacing:
+            print(f"\nDPM++, noise init: timestep spacing\n{'spacing':8} {'steps':>5} {'acc':>6} {'FD':>8}")
+            saved = pipe.scheduler
+            for steps in ints(a.spacing_steps):
+                for karras in (False, True):
+                    pipe.scheduler = make_scheduler('dpm++', saved.config, karras=karras)    # scheduler=None samples with a copy of it
+                    v, fig = pipeline_scores(pipe, judge, pset, real, steps, init='noise', scheduler=None)
+                    plt.close(fig); pipe.scheduler = saved
+                    print(f"{'karras' if karras else 'leading':8} {steps:5d} {v['asked_correct']:6.3f} {v.get('fd', np.nan):8.2f}")
     else: print("\n(quality comparison skipped: --speed_only)")

@@ -72,7 +72,7 @@ def test_health_and_info(client):
     assert r.status_code == 200 and r.json()['status'] == 'ok'
     info = client.get('/info').json()
     assert info['ready'] and info['model']['image_size'] == 16 and info['model']['latent_shape'] == [4, 8, 8]
-    assert info['schedulers'] == ['ddpm', 'ddim', 'dpm++', 'euler', 'euler_a']
+    assert info['schedulers'] == ['ddpm', 'ddim', 'dpm++', 'euler', 'euler_a', 'unipc']
     assert info['limits']['max_n'] == 4 and info['limits']['max_upload_bytes'] == 200_000
     spec = client.get('/openapi.json').json()
     assert {'/generate', '/encode', '/decode', '/health', '/info'} <= set(spec['paths'])

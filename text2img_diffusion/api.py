@@ -25,7 +25,7 @@ from fastcore.script import call_parse
 import safetensors.numpy
 
 import text2img_diffusion
-from .sampling import SCHEDULERS, Text2FacePipeline, load_pipeline, seeded_generators
+from .sampling import SCHEDULERS, DEFAULT_STRENGTH, Text2FacePipeline, load_pipeline, seeded_generators
 from .vae import encode_latents, decode_latents, downsample_factor
 
 # %% ../nbs/07_api.ipynb #7b3013af
@@ -90,7 +90,7 @@ def request_model(s: Settings) -> type:
         seed: int|None = Field(None, ge=0, le=SEED_MAX, description='seed of the first image (image i gets seed + i); omitted = random')
         scheduler: SchedulerName = Field('dpm++', description='sampler')
         init: Literal['auto', 'cvae', 'noise'] = Field('auto', description="start from the text prior ('cvae') or noise; auto = cvae when the model has one")
-        strength: float = Field(0.7, gt=0, le=1, description='with init=cvae: fraction of the schedule to run')
+        strength: float = Field(DEFAULT_STRENGTH, gt=0, le=1, description='with init=cvae: fraction of the schedule to run')
     return GenerateRequest
 
 # %% ../nbs/07_api.ipynb #4d3c1651
@@ -245,7 +245,7 @@ class BatchWorker:
         steps, g, sched, init, strength = batch[0].key
         out = self.pipe([it.prompt for it in batch], negative_prompt=[it.negative for it in batch], num_inference_steps=steps,
                         guidance_scale=g, generator=seeded_generators([it.seed for it in batch]), init=init,
-                        strength=strength if init == 'cvae' else 0.7, scheduler=sched, output_type='pil', progress=False).images
+                        strength=strength if init == 'cvae' else DEFAULT_STRENGTH, scheduler=sched, output_type='pil', progress=False).images
         return [png_bytes(im) for im in out]
 
     async def _loop(self):

@@ -4,14 +4,14 @@
 
 # %% ../nbs/06_sampling.ipynb #ae7ec31f
 from __future__ import annotations
-import json, math, os
+import inspect, json, math, os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np, torch
 from PIL import Image
 from diffusers import (DiffusionPipeline, ImagePipelineOutput, DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler,
-                       EulerDiscreteScheduler, EulerAncestralDiscreteScheduler)
+                       EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, UniPCMultistepScheduler)
 from diffusers.utils.torch_utils import randn_tensor
 from fastcore.script import call_parse, Param
 from fastprogress.fastprogress import progress_bar
@@ -23,9 +23,9 @@ from .data import atomic_write, atomic_dir
 from .vae import decode_latents
 
 # %% auto #0
-__all__ = ['SCHEDULERS', 'BUNDLED_MODEL', 'make_scheduler', 'Text2FacePipeline', 'to_output', 'tiny_pipeline',
-           'seeded_generators', 'assemble_pipeline', 'save_bundle', 'bundle_cli', 'default_device', 'load_pipeline',
-           'generate', 'image_grid', 'generate_cli']
+__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'DEFAULT_STRENGTH', 'BUNDLED_MODEL', 'make_scheduler', 'Text2FacePipeline',
+           'to_output', 'tiny_pipeline', 'seeded_generators', 'assemble_pipeline', 'save_bundle', 'bundle_cli',
+           'default_device', 'load_pipeline', 'generate', 'image_grid', 'generate_cli']
 
 # %% ../nbs/06_sampling.ipynb #38f1d380
 _no_clip = dict(clip_sample=False)     # latents have unit std: clipping x₀ to [-1, 1] would destroy them
@@ -35,19 +35,30 @@ SCHEDULERS = {
     'dpm++': (DPMSolverMultistepScheduler, dict(algorithm_type='dpmsolver++', solver_order=2)),   # DPM-Solver++ 2M
     'euler': (EulerDiscreteScheduler, {}),
     'euler_a': (EulerAncestralDiscreteScheduler, {}),
+    'unipc': (UniPCMultistepScheduler, {}),
 }
+SIGMA_MAX, SIGMA_MIN = 14.6, 0.02      # Stable Diffusion's σ range (its schedule ends at σ = 14.6)
 
-def make_scheduler(name: str, config, timestep_spacing: str = 'leading'):
-    "A fresh scheduler of kind `name` ('ddpm', 'ddim', 'dpm++', 'euler', 'euler_a') with the training schedule in `config`"
+def make_scheduler(name: str, config, karras: bool = True, sigma_max: float = SIGMA_MAX, sigma_min: float = SIGMA_MIN):
+    "A fresh scheduler of kind `name` (see `SCHEDULERS`) with the training schedule in `config`; Karras σ steps where it has them"
     if name not in SCHEDULERS: raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
     cls, kw = SCHEDULERS[name]
+    karras = karras and 'use_karras_sigmas' in inspect.signature(cls.__init__).parameters
     # Sampling options are always set here: `from_config` keeps a source's non-default values but drops its defaults
     # (`_use_default_values`), so without this a scheduler made from a saved config would differ from one made in memory.
     # 'leading' (Stable Diffusion's spacing), not 'trailing': with a cosine schedule, t = 999 has σ ≈ 10⁴ and Euler
     # ancestral's sqrt(σ_to² − σ_up²) turns negative in float32 there (NaN images).
-    return cls.from_config(config, timestep_spacing=timestep_spacing, **kw)
+    s = cls.from_config(config, timestep_spacing='leading', **kw, **({'use_karras_sigmas': True} if karras else {}))
+    # diffusers' Karras ramp runs between config.sigma_max and config.sigma_min when they are set, else over the whole
+    # training range, whose cosine end (σ ≈ 2·10⁴) would spend half the steps on pure noise
+    if karras: s.register_to_config(sigma_max=sigma_max, sigma_min=sigma_min)
+    return s
 
 # %% ../nbs/06_sampling.ipynb #902a38b2
+# With init='cvae': the share of the schedule to run from the prior's sample. At 1 the whole schedule runs, from the
+# sample noised to σ_max, which keeps 1/√(1 + σ_max²) ≈ 7% of it: enough to set the coarse layout and colours (06).
+DEFAULT_STRENGTH = 1.0
+
 class Text2FacePipeline(DiffusionPipeline):
     "Text → face latent diffusion: text encoder, optional CVAE prior, cross-attention UNet, VAE decoder"
     model_cpu_offload_seq = 'text_encoder->cvae->unet->vae'
@@ -97,7 +108,7 @@ class Text2FacePipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, prompt: str|list, negative_prompt: str|list|None = None, num_inference_steps: int = 20,
                  guidance_scale: float = 3.0, generator: torch.Generator|list|None = None, init: str = 'cvae',
-                 strength: float = 0.7, scheduler: str|None = 'dpm++', output_type: str = 'pil',
+                 strength: float = DEFAULT_STRENGTH, scheduler: str|None = 'dpm++', output_type: str = 'pil',
                  return_dict: bool = True, progress: bool = True):
         "Generate one image per prompt (per generator when `generator` is a list of one per prompt)"
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -117,6 +128,9 @@ class Text2FacePipeline(DiffusionPipeline):
         cond = self.encode(prompts, neg, guidance)
         z, ts = self.initial_latents(sched, cond, gens, num_inference_steps, init, strength)
         tok = cond[0]
+        # stochastic samplers draw their step noise from the images' own generators; deterministic ones take none
+        step_kw = (dict(generator=gens if len(set(map(id, gens))) == len(gens) else gens[0])
+                   if 'generator' in inspect.signature(sched.step).parameters else {})
         for t in (progress_bar(ts, leave=False) if progress else ts):
             zin = torch.cat([z, z]) if guidance else z
             zin = sched.scale_model_input(zin, t)
@@ -124,7 +138,7 @@ class Text2FacePipeline(DiffusionPipeline):
             if guidance:
                 e_neg, e_pos = eps.chunk(2)
                 eps = e_neg + guidance_scale * (e_pos - e_neg)
-            z = sched.step(eps, t, z, generator=gens if len(set(map(id, gens))) == len(gens) else gens[0]).prev_sample
+            z = sched.step(eps, t, z, **step_kw).prev_sample
         if output_type == 'latent': images = z
         else:
             x = self.decode_latents(z)
@@ -239,7 +253,7 @@ def load_pipeline(model=None, device=None, dtype=None) -> Text2FacePipeline:
     return _load(str(path.resolve()), str(device), str(dtype).replace('torch.', ''))
 
 def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float = 3.0, negative_prompt=None, seed=None,
-             scheduler: str = 'dpm++', init: str = 'cvae', strength: float = 0.7, model=None, device=None,
+             scheduler: str = 'dpm++', init: str = 'cvae', strength: float = DEFAULT_STRENGTH, model=None, device=None,
              batch_size: int = 8, output_type: str = 'pil', progress: bool = True) -> list:
     "Images for `prompt` (a string or a list): `n` per prompt, reproducible from `seed`"
     pipe = load_pipeline(model, device)
@@ -281,9 +295,9 @@ def generate_cli(prompt: str,                         # what to draw, e.g. "a sm
                  steps: int = 20,                     # denoising steps
                  guidance_scale: float = 3.0,         # classifier-free guidance weight
                  negative_prompt: str = None,         # what to steer away from
-                 scheduler: str = 'dpm++',            # ddpm, ddim, dpm++, euler or euler_a
+                 scheduler: str = 'dpm++',            # ddpm, ddim, dpm++, euler, euler_a or unipc
                  init: str = 'cvae',                  # cvae (start from the text prior) or noise
-                 strength: float = 0.7,               # with init=cvae: how much of the schedule to run (0-1]
+                 strength: float = DEFAULT_STRENGTH,  # with init=cvae: how much of the schedule to run (0-1]
                  model: str = None,                   # saved pipeline folder (default: the bundled model)
                  device: str = None,                  # cpu, cuda, mps (default: the best available)
                  out: str = 'out'):                   # folder for the PNGs and grid.png

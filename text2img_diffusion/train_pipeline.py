@@ -87,7 +87,7 @@ PIPELINE_PRESETS = {
         unet=dict(preset='celeba64', epochs=12, bs=32, lr=1e-3, prediction_type='epsilon', beta_schedule='cosine',
                   snr_gamma=5.0, cfg_dropout=0.1, ema_decay=0.995, seed=0, sample_every=2),
         pipeline=dict(fp16=True),
-        report=dict(report_prompts=64, report_steps=20)),
+        report=dict(report_prompts=256, report_steps=20)),
     'celeba64': dict(
         about='real CelebA at 64 px on one GPU',
         synthetic=None, image_size=64, jobs=1, threads=None,
