@@ -1,5 +1,7 @@
 """The model that ships inside the package: it loads offline, from the installed package, and seeds mean the same
-thing in any batch (image k of a batch equals seed k generated alone, pixel for pixel, on the CPU)."""
+thing in any batch (image k of a batch equals seed k generated alone, on the CPU, up to float rounding: CPU matrix
+kernels pick their blocking by batch size, so the UNet's first Linear already differs by ~5e-7 between batches of 2
+and 8, and an output value lying that close to a rounding boundary can land one 8-bit level apart)."""
 import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest
@@ -8,8 +10,7 @@ from text2img_diffusion.sampling import BUNDLED_MODEL, generate, load_pipeline
 def test_bundled_model_is_small_and_complete():
     files = [f for f in BUNDLED_MODEL.rglob('*') if f.is_file()]
     assert (BUNDLED_MODEL/'model_index.json').exists()
-    # guard against an fp32 bundle (about 42 MiB); the design target is 20 MB and this bundle is 21.3 MiB (noted on the issue)
-    assert sum(f.stat().st_size for f in files) <= 24 * 2**20
+    assert sum(f.stat().st_size for f in files) <= 20_000_000                # the design target: 20 MB, fp16
     idx = json.loads((BUNDLED_MODEL/'model_index.json').read_text())
     for comp in ('tokenizer', 'text_encoder', 'unet', 'vae', 'scheduler', 'cvae'): assert idx.get(comp, [None])[0], comp
     assert all(f.suffix != '.bin' for f in files)                      # safetensors only
@@ -18,11 +19,13 @@ def test_image_k_of_a_batch_equals_seed_k_alone():
     pipe = load_pipeline(None, 'cpu')
     prompts = ['a smiling woman with blond hair', 'a bald man with a mustache', 'a man with black hair and eyeglasses',
                'a woman with brown hair wearing a hat']
-    batch = generate(prompts, seed=[10, 11, 12, 13], steps=8, model=pipe, progress=False)
+    batch = generate(prompts, seed=[10, 11, 12, 13], steps=8, model=pipe, progress=False, output_type='np')
     for k in (0, 3):
-        alone = generate(prompts[k], seed=10 + k, steps=8, model=pipe, progress=False)[0]
-        assert np.array_equal(np.asarray(batch[k]), np.asarray(alone))
-    assert not np.array_equal(np.asarray(batch[0]), np.asarray(batch[1]))
+        alone = generate(prompts[k], seed=10 + k, steps=8, model=pipe, progress=False, output_type='np')[0]
+        assert np.abs(batch[k] - alone).max() < 1e-5                         # float rounding, not a different image
+        levels = np.abs(np.round(batch[k] * 255).astype(int) - np.round(alone * 255).astype(int))
+        assert levels.max() <= 1 and (levels > 0).mean() < 1e-3
+    assert np.abs(batch[0] - batch[1]).max() > 0.1
 
 def test_cli_generates_offline(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
