@@ -10,7 +10,8 @@
 #
 # Settings are T2I_* environment variables (docker run -e T2I_MAX_BATCH=16 ...): T2I_MODEL (a pipeline folder,
 # e.g. mounted with -v; default: the bundled model), T2I_DEVICE, T2I_MAX_BATCH, T2I_QUEUE_SIZE, T2I_TIMEOUT,
-# T2I_THREADS and the T2I_MAX_* limits (see text2img_diffusion/api.py).
+# T2I_THREADS, T2I_BATCH_INVARIANT (on: a batched image is bit for bit its seed alone) and the T2I_MAX_* limits
+# (see text2img_diffusion/api.py).
 #
 # Install steps as in README.md: torch first, on its own, at the tested versions; then the package.
 # NOTE: written without a Docker engine at hand, so never built: treat it as untested.

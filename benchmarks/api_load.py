@@ -32,6 +32,8 @@ def parse():
     p.add_argument('--threads', type=int, default=1, help='torch threads of the server (T2I_THREADS)')
     p.add_argument('--overload_seconds', type=float, default=5.0)
     p.add_argument('--startup_timeout', type=float, default=240)
+    p.add_argument('--batch_invariant', default='off', choices=['auto', 'on', 'off'],
+                   help='T2I_BATCH_INVARIANT: on makes a batched image bit for bit its seed alone (the server default: off; auto: on for the CPU)')
     p.add_argument('--out', default=None, help='write the JSON summary here')
     return p.parse_args()
 
@@ -114,8 +116,8 @@ def main():
     body = dict(prompt='a smiling woman with blond hair', steps=a.steps, scheduler=a.scheduler, init=a.init)
     clients = [int(c) for c in a.clients.split(',')]
     base = dict(T2I_MODEL=str(model), T2I_DEVICE=a.device, T2I_THREADS=str(a.threads), T2I_QUEUE_SIZE=str(a.queue_size),
-                T2I_MAX_STEPS=str(max(50, a.steps)), T2I_TIMEOUT='120')
-    print(f"model {model} | device {a.device} | steps {a.steps} | {a.scheduler} | init {a.init} | server torch threads {a.threads} "
+                T2I_MAX_STEPS=str(max(50, a.steps)), T2I_TIMEOUT='120', T2I_BATCH_INVARIANT=a.batch_invariant)
+    print(f"model {model} | device {a.device} | steps {a.steps} | {a.scheduler} | init {a.init} | server torch threads {a.threads} | batch invariant {a.batch_invariant} "
           f"| {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     res = dict(config=vars(a), runs=[])
     for batching in (True, False):

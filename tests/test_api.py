@@ -59,7 +59,8 @@ def model_dir(tmp_path_factory, pipe):
 
 @pytest.fixture(scope='module')
 def server(model_dir):
-    with Server(create_app(Settings(model=str(model_dir), queue_size=32, batch_wait=0.05, **LIMITS))) as s: yield s
+    # batch-invariant, so a batched image must be bit for bit its seed alone (test_concurrent_requests_...)
+    with Server(create_app(Settings(model=str(model_dir), queue_size=32, batch_wait=0.05, batch_invariant='on', **LIMITS))) as s: yield s
 
 @pytest.fixture(scope='module')
 def client(server):

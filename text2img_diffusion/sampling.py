@@ -4,11 +4,13 @@
 
 # %% ../nbs/06_sampling.ipynb #ae7ec31f
 from __future__ import annotations
-import inspect, json, math, os
+import contextvars, inspect, json, math, os
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
+from types import MethodType
 from pathlib import Path
 
-import numpy as np, torch
+import numpy as np, torch, torch.nn as nn
 from PIL import Image
 from diffusers import (DiffusionPipeline, ImagePipelineOutput, DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler,
                        EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, UniPCMultistepScheduler)
@@ -23,9 +25,10 @@ from .data import atomic_write, atomic_dir
 from .vae import decode_latents
 
 # %% auto #0
-__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'DEFAULT_STRENGTH', 'BUNDLED_MODEL', 'make_scheduler', 'Text2FacePipeline',
-           'to_output', 'tiny_pipeline', 'seeded_generators', 'assemble_pipeline', 'save_bundle', 'bundle_cli',
-           'default_device', 'load_pipeline', 'generate', 'image_grid', 'generate_cli']
+__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'BUNDLED_MODEL', 'make_scheduler',
+           'per_image_layers', 'Text2FacePipeline', 'to_output', 'tiny_pipeline', 'seeded_generators',
+           'assemble_pipeline', 'save_bundle', 'bundle_cli', 'default_device', 'load_pipeline', 'generate',
+           'image_grid', 'generate_cli']
 
 # %% ../nbs/06_sampling.ipynb #38f1d380
 _no_clip = dict(clip_sample=False)     # latents have unit std: clipping x₀ to [-1, 1] would destroy them
@@ -54,6 +57,29 @@ def make_scheduler(name: str, config, karras: bool = True, sigma_max: float = SI
     if karras: s.register_to_config(sigma_max=sigma_max, sigma_min=sigma_min)
     return s
 
+# %% ../nbs/06_sampling.ipynb #f11527b5
+GROUPED_LAYERS = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm)    # the layers whose kernels change with the batch
+_ROWS_PER_CALL = contextvars.ContextVar('rows_per_call', default=None)
+
+def _grouped_forward(self, x, *args, **kwargs):
+    "The layer's own forward, on groups of `_ROWS_PER_CALL` batch rows while that is set"
+    rows, forward = _ROWS_PER_CALL.get(), type(self).forward
+    if rows is None or x.dim() < 2: return forward(self, x, *args, **kwargs)
+    # kernels also choose by strides, and a batch's slice and a lone image can differ in them: make both contiguous.
+    # Normalisation kernels then reduce each (row, group) on its own, so they can take the whole batch at once.
+    if isinstance(self, (nn.GroupNorm, nn.LayerNorm)): return forward(self, x.contiguous(), *args, **kwargs)
+    return torch.cat([forward(self, part.contiguous(), *args, **kwargs) for part in x.split(rows)])
+
+@contextmanager
+def per_image_layers(model: nn.Module, rows: int = 1):
+    "Within this block, `model`'s `GROUPED_LAYERS` take their batch `rows` rows at a time"
+    if rows < 1: raise ValueError(f"rows must be at least 1, got {rows}")
+    for m in model.modules():
+        if isinstance(m, GROUPED_LAYERS) and 'forward' not in vars(m): m.forward = MethodType(_grouped_forward, m)
+    token = _ROWS_PER_CALL.set(rows)
+    try: yield model
+    finally: _ROWS_PER_CALL.reset(token)
+
 # %% ../nbs/06_sampling.ipynb #902a38b2
 # With init='cvae': the share of the schedule to run from the prior's sample. At 1 the whole schedule runs, from the
 # sample noised to σ_max, which keeps 1/√(1 + σ_max²) ≈ 7% of it: enough to set the coarse layout and colours (06).
@@ -80,20 +106,22 @@ class Text2FacePipeline(DiffusionPipeline):
             n = len(self.tokenizer(p)['input_ids'])
             if n > L: raise ValueError(f"{what} is {n} tokens long; the text encoder reads at most {L}: shorten it")
 
-    def encode(self, prompts: list, negative: list, guidance: bool) -> tuple:
-        "Conditioning triples for [negative; prompts] (or prompts alone without guidance), in the UNet's dtype"
-        tok, pooled, mask = encode_prompts((negative + prompts) if guidance else prompts, self.tokenizer, self.text_encoder)
+    def encode(self, prompts: list, negative: list, guidance: bool, per_image: bool = False) -> tuple:
+        "Conditioning triples, in the UNet's dtype, for [neg 0, prompt 0, neg 1, prompt 1, …] (prompts alone without guidance)"
+        texts = [q for pair in zip(negative, prompts) for q in pair] if guidance else prompts
+        tok, pooled, mask = encode_prompts(texts, self.tokenizer, self.text_encoder, batch_size=1 if per_image else 256)
         return tok.to(self.unet.device, self.unet.dtype), pooled.to(self.unet.device, self.unet.dtype), mask.to(self.unet.device)
 
-    def initial_latents(self, scheduler, cond: tuple, generators: list, steps: int, init: str, strength: float):
-        "Starting latents (drawn on the CPU, one generator per image) and the timesteps still to run"
+    def initial_latents(self, scheduler, cond: tuple, generators: list, steps: int, init: str, strength: float,
+                        per_image: bool = False):
+        "Starting latents (drawn on the CPU, one generator per image) and the timesteps still to run; `cond` is the prompts'"
         n = len(generators)
         c, s = self.unet.config.in_channels, self.unet.config.sample_size
         if init == 'cvae':
             if self.cvae is None: raise ValueError("init='cvae' needs a pipeline with a CVAE prior; use init='noise'")
             ts = start_timesteps(scheduler, steps, strength, device=self.unet.device)
-            tok, pooled, mask = (t[-n:] for t in cond)           # the prompts' half of the guidance batch
-            z = cvae_init(None, ts[:1], self.cvae, None, scheduler, generator=generators, cond=(tok, pooled, mask))
+            prior = lambda sl: cvae_init(None, ts[:1], self.cvae, None, scheduler, generator=generators[sl], cond=tuple(t[sl] for t in cond))
+            z = torch.cat([prior(slice(i, i + 1)) for i in range(n)]) if per_image else prior(slice(None))
             return z.to(self.unet.dtype), ts
         if init != 'noise': raise ValueError(f"init must be 'cvae' or 'noise', got {init!r}")
         scheduler.set_timesteps(steps, device=self.unet.device)
@@ -101,16 +129,17 @@ class Text2FacePipeline(DiffusionPipeline):
         return (z.to(self.unet.device) * scheduler.init_noise_sigma).to(self.unet.dtype), scheduler.timesteps
 
     @torch.no_grad()
-    def decode_latents(self, z) -> torch.Tensor:
+    def decode_latents(self, z, per_image: bool = False) -> torch.Tensor:
         "Images in [-1, 1] from scaled latents, decoded in float32"
-        return decode_latents(self.vae, z)
+        with per_image_layers(self.vae) if per_image else nullcontext(): return decode_latents(self.vae, z)
 
     @torch.no_grad()
     def __call__(self, prompt: str|list, negative_prompt: str|list|None = None, num_inference_steps: int = 20,
                  guidance_scale: float = 3.0, generator: torch.Generator|list|None = None, init: str = 'cvae',
                  strength: float = DEFAULT_STRENGTH, scheduler: str|None = 'dpm++', output_type: str = 'pil',
-                 return_dict: bool = True, progress: bool = True):
-        "Generate one image per prompt (per generator when `generator` is a list of one per prompt)"
+                 return_dict: bool = True, progress: bool = True, batch_invariant: bool|None = None):
+        """Generate one image per prompt (per generator when `generator` is a list of one per prompt). `batch_invariant`:
+        image k bit for bit the image its generator gives alone (default: on the CPU; costs batched throughput)"""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts: raise ValueError("no prompts given")
         if num_inference_steps < 1: raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
@@ -125,23 +154,26 @@ class Text2FacePipeline(DiffusionPipeline):
         if len(gens) != len(prompts): raise ValueError(f"got {len(gens)} generators for {len(prompts)} prompts")
         sched = make_scheduler(scheduler, self.scheduler.config) if scheduler else self.scheduler.__class__.from_config(self.scheduler.config)   # a copy per call
         guidance = guidance_scale != 1.0
-        cond = self.encode(prompts, neg, guidance)
-        z, ts = self.initial_latents(sched, cond, gens, num_inference_steps, init, strength)
-        tok = cond[0]
+        per_image = self.device.type == 'cpu' if batch_invariant is None else bool(batch_invariant)
+        cond = self.encode(prompts, neg, guidance, per_image)
+        z, ts = self.initial_latents(sched, tuple(t[1::2] for t in cond) if guidance else cond, gens, num_inference_steps,
+                                     init, strength, per_image)
+        tok, rows = cond[0], 2 if guidance else 1              # an image's rows in the UNet batch: (negative, prompt)
         # stochastic samplers draw their step noise from the images' own generators; deterministic ones take none
         step_kw = (dict(generator=gens if len(set(map(id, gens))) == len(gens) else gens[0])
                    if 'generator' in inspect.signature(sched.step).parameters else {})
-        for t in (progress_bar(ts, leave=False) if progress else ts):
-            zin = torch.cat([z, z]) if guidance else z
-            zin = sched.scale_model_input(zin, t)
-            eps = self.unet(zin, t, encoder_hidden_states=tok).sample    # all positions, as in training (05)
-            if guidance:
-                e_neg, e_pos = eps.chunk(2)
-                eps = e_neg + guidance_scale * (e_pos - e_neg)
-            z = sched.step(eps, t, z, **step_kw).prev_sample
+        with per_image_layers(self.unet, rows) if per_image else nullcontext():
+            for t in (progress_bar(ts, leave=False) if progress else ts):
+                zin = z.repeat_interleave(2, dim=0) if guidance else z
+                zin = sched.scale_model_input(zin, t)
+                eps = self.unet(zin, t, encoder_hidden_states=tok).sample    # all positions, as in training (05)
+                if guidance:
+                    e_neg, e_pos = eps[0::2], eps[1::2]
+                    eps = e_neg + guidance_scale * (e_pos - e_neg)
+                z = sched.step(eps, t, z, **step_kw).prev_sample
         if output_type == 'latent': images = z
         else:
-            x = self.decode_latents(z)
+            x = self.decode_latents(z, per_image)
             images = to_output(x, output_type)
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
@@ -254,8 +286,8 @@ def load_pipeline(model=None, device=None, dtype=None) -> Text2FacePipeline:
 
 def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float = 3.0, negative_prompt=None, seed=None,
              scheduler: str = 'dpm++', init: str = 'cvae', strength: float = DEFAULT_STRENGTH, model=None, device=None,
-             batch_size: int = 8, output_type: str = 'pil', progress: bool = True) -> list:
-    "Images for `prompt` (a string or a list): `n` per prompt, reproducible from `seed`"
+             batch_size: int = 8, output_type: str = 'pil', progress: bool = True, batch_invariant: bool|None = None) -> list:
+    "Images for `prompt` (a string or a list): `n` per prompt, reproducible from `seed` (in any batch: `batch_invariant`)"
     pipe = load_pipeline(model, device)
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts: raise ValueError("no prompts given")
@@ -273,7 +305,8 @@ def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float = 3.0, n
         sl = slice(i, i + batch_size)
         res = pipe(prompts[sl], negative_prompt=negs if negs is None or isinstance(negs, str) else negs[sl],
                    num_inference_steps=steps, guidance_scale=guidance_scale, generator=seeded_generators(seeds[sl]),
-                   init=init, strength=strength, scheduler=scheduler, output_type=output_type, progress=progress and len(chunks) == 1).images
+                   init=init, strength=strength, scheduler=scheduler, output_type=output_type, progress=progress and len(chunks) == 1,
+                   batch_invariant=batch_invariant).images
         out.extend(res if isinstance(res, list) else list(res))
     return out
 
