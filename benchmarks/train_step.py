@@ -2,7 +2,9 @@
 
 1. samples/s of the fastai Learner (with the training callbacks: CFG dropout, text encoding, noising, autocast,
    accumulation, NaN guard, clipping, EMA) vs a plain PyTorch loop doing the same work on the same model, data and batch
-   (goal: ratio >= 0.95);
+   (goal: ratio >= 0.95), and the innermost ATen calls other than views and allocations one training step makes in
+   each (about one kernel launch each on a GPU; some, like the optimizer's, are batched there and not on the CPU, so
+   compare the two paths on one device): it shows whether the Learner adds device work or only Python;
 2. seconds per training epoch on cached latents vs encoding the images with the VAE on the fly (goal: >= 5x).
 
     python benchmarks/train_step.py --device cpu --preset tiny
@@ -97,7 +99,16 @@ def main():
         return DataLoader(list(range(k0, k1)), bs=1, create_batch=lambda idx: (batches[idx[0]][0], tuple(batches[idx[0]][1]), torch.zeros(1)),
                           shuffle=False, device=dev)
 
-    def plain(unet, idx):
+    from torch.profiler import profile
+    no_kernel = {'aten::' + n for n in ('view', 'as_strided', '_reshape_alias', '_unsafe_view', 'empty', 'empty_strided', 'resize_',
+                 'resolve_conj', 'resolve_neg', 'detach', 'alias', 'lift_fresh', 'result_type', 'unsqueeze', 'squeeze', 'expand',
+                 't', 'transpose', 'permute', 'slice', 'select', 'split', 'chunk', 'unbind', 'narrow', 'set_', 'is_nonzero')}
+    def aten_calls(prof) -> int:
+        "innermost ATen calls that do work (not views or allocations) recorded by `prof`"
+        return sum(1 for e in prof.events() if e.name.startswith('aten::') and e.name not in no_kernel
+                   and not any(c.name.startswith('aten::') for c in e.cpu_children))
+
+    def plain(unet, idx, count=False):
         opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, weight_decay=0.01)
         ema = __import__('diffusers.training_utils', fromlist=['EMAModel']).EMAModel(
             unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
@@ -121,6 +132,9 @@ def main():
             opt.step(); opt.zero_grad()
             ema.step(unet.parameters())
         for i in idx[:a.warmup]: step(*batches[i])
+        if count:
+            with profile() as prof: step(*batches[idx[a.warmup]])
+            return aten_calls(prof)
         sync(); t = time.perf_counter()
         for i in idx[a.warmup:]: step(*batches[i])
         sync(); return len(idx[a.warmup:]) * bs / (time.perf_counter() - t)
@@ -131,10 +145,18 @@ def main():
             if self.iter == a.warmup: sync(); self.t = time.perf_counter()
         def after_fit(self): sync(); self.learn.sps = a.steps * bs / (time.perf_counter() - self.t)
 
-    def learner(unet):
-        dls_ = DataLoaders(fixed_dl(0, a.warmup + a.steps), fixed_dl(0, 1), device=dev)
+    class CountOps(Callback):
+        "profile the batch after the warm-up, from its start to its end"
+        order = 100
+        def before_batch(self):
+            if self.iter == a.warmup: self.prof = profile(); self.prof.__enter__()
+        def after_batch(self):
+            if self.iter == a.warmup: self.prof.__exit__(None, None, None); self.learn.sps = aten_calls(self.prof)
+
+    def learner(unet, count=False):
+        dls_ = DataLoaders(fixed_dl(0, a.warmup + (1 if count else a.steps)), fixed_dl(0, 1), device=dev)
         learn = U.diffusion_learner(dls_, unet, cond, sched, lr=1e-4, ema_decay=0.999, bf16=a.bf16, channels_last=a.channels_last,
-                                    cbs=[Timer()])
+                                    cbs=[CountOps() if count else Timer()])
         if a.compile: learn.model.unet = torch.compile(learn.model.unet)
         learn.model.to(dev)
         class NoValid(Callback):
@@ -160,6 +182,10 @@ def main():
         res.update(plain_sps=round(max(ps), 2), learner_sps=round(max(ls), 2), learner_over_plain=round(max(ls) / max(ps), 3),
                    plain_all=[round(x, 2) for x in ps], learner_all=[round(x, 2) for x in ls])
         print(f"samples/s: plain PyTorch {max(ps):.1f}, fastai Learner {max(ls):.1f}, ratio {max(ls)/max(ps):.3f} (goal >= 0.95)", flush=True)
+        u = make_unet(); u = torch.compile(u) if a.compile else u
+        op_p = plain(u, list(range(a.warmup + 1)), count=True); op_l = learner(make_unet(), count=True)
+        res.update(aten_calls_per_step_plain=op_p, aten_calls_per_step_learner=op_l)
+        print(f"ATen calls doing work per training step: plain {op_p}, Learner {op_l} ({op_l - op_p:+d})", flush=True)
         # model FLOPs of one training step (forward + backward of the UNet; the text encoder runs without grad), counted
         # by torch's FlopCounterMode on one batch, and the MFU they imply at the Learner's speed
         from torch.utils.flop_counter import FlopCounterMode
