@@ -61,14 +61,18 @@ def make_scheduler(name: str, config, karras: bool = True, sigma_max: float = SI
 GROUPED_LAYERS = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm)    # the layers whose kernels change with the batch
 _ROWS_PER_CALL = contextvars.ContextVar('rows_per_call', default=None)
 
+def _canonical(x: torch.Tensor) -> torch.Tensor:
+    "`x` contiguous and 64-byte aligned: kernels also choose their path by strides and alignment, which a slice of a batch and a lone image need not share"
+    x = x.contiguous()
+    return x if x.data_ptr() % 64 == 0 else x.clone()
+
 def _grouped_forward(self, x, *args, **kwargs):
     "The layer's own forward, on groups of `_ROWS_PER_CALL` batch rows while that is set"
     rows, forward = _ROWS_PER_CALL.get(), type(self).forward
     if rows is None or x.dim() < 2: return forward(self, x, *args, **kwargs)
-    # kernels also choose by strides, and a batch's slice and a lone image can differ in them: make both contiguous.
-    # Normalisation kernels then reduce each (row, group) on its own, so they can take the whole batch at once.
-    if isinstance(self, (nn.GroupNorm, nn.LayerNorm)): return forward(self, x.contiguous(), *args, **kwargs)
-    return torch.cat([forward(self, part.contiguous(), *args, **kwargs) for part in x.split(rows)])
+    # normalisation kernels reduce each (row, group) on its own: they can take the whole batch at once
+    if isinstance(self, (nn.GroupNorm, nn.LayerNorm)): return forward(self, _canonical(x), *args, **kwargs)
+    return torch.cat([forward(self, _canonical(part), *args, **kwargs) for part in x.split(rows)])
 
 @contextmanager
 def per_image_layers(model: nn.Module, rows: int = 1):
