@@ -5,7 +5,8 @@
    (goal: ratio >= 0.95), and the innermost ATen calls other than views and allocations one training step makes in
    each (about one kernel launch each on a GPU; some, like the optimizer's, are batched there and not on the CPU, so
    compare the two paths on one device): it shows whether the Learner adds device work or only Python;
-2. seconds per training epoch on cached latents vs encoding the images with the VAE on the fly (goal: >= 5x).
+2. seconds per training epoch on cached latents vs encoding the images with the VAE on the fly (goal: >= 5x), with the
+   bound that compute puts on it: (VAE encode + UNet training step) / UNet training step, in FLOPs per image.
 
     python benchmarks/train_step.py --device cpu --preset tiny
     python benchmarks/train_step.py --device cuda --preset celeba64-gpu --bf16 --channels_last --compile
@@ -233,6 +234,17 @@ def main():
         dc, _ = data_only(cached.train); df_, _ = data_only(imgs.train, vae)
         res.update(data_only_cached_s=round(dc, 3), data_only_on_the_fly_s=round(df_, 3), data_only_speedup=round(df_ / dc, 1))
         print(f"latents for one epoch, no UNet: cached {dc:.3f}s, decode+resize+VAE encode {df_:.3f}s: {df_/dc:.1f}x", flush=True)
+        from torch.utils.flop_counter import FlopCounterMode
+        x1 = imgs.train.one_batch()[0][:1]
+        with FlopCounterMode(display=False) as fc, torch.no_grad(): z1 = U.encode_latents(vae, x1)
+        f_enc = fc.get_total_flops()
+        u = make_unet(); tt = torch.zeros(1, dtype=torch.long, device=dev)
+        with torch.no_grad(): emb1 = cond([''], device=dev)[0]
+        with FlopCounterMode(display=False) as fc: u(z1.float(), tt, encoder_hidden_states=emb1, return_dict=False)[0].float().pow(2).mean().backward()
+        f_step = fc.get_total_flops(); del u
+        res.update(vae_encode_gflops=round(f_enc / 1e9, 3), unet_step_gflops=round(f_step / 1e9, 3), cache_speedup_flop_bound=round((f_enc + f_step) / f_step, 2))
+        print(f"FLOPs per image: VAE encode {f_enc/1e9:.2f} G, UNet training step {f_step/1e9:.2f} G: caching can make a whole epoch "
+              f"at most {(f_enc + f_step) / f_step:.2f}x faster by compute (decoding the image files adds a little)", flush=True)
         tc, nc = epoch(cached)
         tf, nf = epoch(imgs, vae)
         res.update(cached_epoch_s=round(tc, 2), on_the_fly_epoch_s=round(tf, 2), cached_sps=round(nc / tc, 2),
