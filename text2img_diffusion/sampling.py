@@ -58,7 +58,7 @@ def make_scheduler(name: str, config, karras: bool = True, sigma_max: float = SI
     return s
 
 # %% ../nbs/06_sampling.ipynb #f11527b5
-GROUPED_LAYERS = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm)    # the layers whose kernels change with the batch
+GROUPED_LAYERS = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm)    # layers whose kernels depend on the batch's shape or strides
 _ROWS_PER_CALL = contextvars.ContextVar('rows_per_call', default=None)
 
 def _canonical(x: torch.Tensor) -> torch.Tensor:
