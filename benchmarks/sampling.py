@@ -19,13 +19,15 @@ from contextlib import nullcontext
 from text2img_diffusion.sampling import load_pipeline, generate, make_scheduler, seeded_generators, per_image_layers, BUNDLED_MODEL
 from text2img_diffusion.clip_cond import encode_prompts
 
-def timed(*fs, repeat=3):
-    "Best of `repeat` wall times of each of `fs` after a warm-up, the runs alternating so that load on a shared machine hits all alike"
-    for f in fs: f()
+def timed(*fs, repeat=3, rounds=2):
+    """Best wall time of each of `fs`: `rounds` rounds, each running every f once to warm up (allocator state differs
+    between functions) and then `repeat` times, so that load on a shared machine hits all alike"""
     ts = [[] for _ in fs]
-    for _ in range(repeat):
+    for _ in range(rounds):
         for f, t in zip(fs, ts):
-            t0 = time.perf_counter(); f(); t.append(time.perf_counter() - t0)
+            f()
+            for _ in range(repeat):
+                t0 = time.perf_counter(); f(); t.append(time.perf_counter() - t0)
     return [min(t) for t in ts]
 
 @torch.no_grad()
