@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU check for the training-runs issue: a short celeba64-sized UNet training on synthetic data in bf16,
 # with and without channels_last and torch.compile; prints samples/s, an MFU estimate and peak memory for each, in one
-# run on one card (the card's name is in every line). Not a test: no timing asserts.
+# run on one card (the card's name is in every line), and Chrome traces of one plain and one Learner step in eager bf16
+# (trace_bf16/: where the device waits for the host). Not a test: no timing asserts.
 #   bash benchmarks/gpu_matrix.sh [OUT_DIR] [PRESET]        (defaults: /tmp/gpu_matrix, celeba64-gpu)
 set -euo pipefail
 out=${1:-/tmp/gpu_matrix}; preset=${2:-celeba64-gpu}
@@ -9,7 +10,8 @@ mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
 for cfg in "--bf16" "--bf16 --channels_last" "--bf16 --compile" "--bf16 --channels_last --compile"; do
   name=$(echo "$cfg" | tr -d '-' | tr ' ' '_')
-  python "$here/train_step.py" --device cuda --preset "$preset" $cfg --skip cache --repeats 2 --steps 30 --out "$out/$name.json" \
+  trace=(); [ "$cfg" = "--bf16" ] && trace=(--trace "$out/trace_bf16")   # eager bf16: where the Learner trailed (0.94)
+  python "$here/train_step.py" --device cuda --preset "$preset" $cfg --skip cache --repeats 2 --steps 30 --out "$out/$name.json" "${trace[@]}" \
     > "$out/$name.log" 2>&1 || { echo "$cfg failed: see $out/$name.log"; continue; }
 done
 python - "$out" <<'PY'

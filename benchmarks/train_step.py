@@ -36,6 +36,7 @@ def parse():
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--skip', default='', help='comma list of parts to skip: learner,cache')
     p.add_argument('--out', default=None, help='write the JSON summary here')
+    p.add_argument('--trace', default=None, help='folder for Chrome traces (chrome://tracing, Perfetto) of the profiled plain and Learner steps')
     p.add_argument('--peak_tflops', type=float, default=None,
                    help="the device's peak dense TFLOP/s for the MFU estimate (default: 989.4 for H100/H200 in bf16, 494.7 in tf32/fp32)")
     return p.parse_args()
@@ -104,6 +105,13 @@ def main():
     no_kernel = {'aten::' + n for n in ('view', 'as_strided', '_reshape_alias', '_unsafe_view', 'empty', 'empty_strided', 'resize_',
                  'resolve_conj', 'resolve_neg', 'detach', 'alias', 'lift_fresh', 'result_type', 'unsqueeze', 'squeeze', 'expand',
                  't', 'transpose', 'permute', 'slice', 'select', 'split', 'chunk', 'unbind', 'narrow', 'set_', 'is_nonzero')}
+    from torch.profiler import ProfilerActivity
+    def profiler():
+        "CPU ops, and on a GPU its kernels too (the trace shows where the device waits for the host)"
+        return profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == 'cuda' else []))
+    def save_trace(prof, name):
+        if a.trace: Path(a.trace).mkdir(parents=True, exist_ok=True); prof.export_chrome_trace(str(Path(a.trace)/f'{name}_step.json'))
+
     def aten_calls(prof) -> int:
         "innermost ATen calls that do work (not views or allocations) recorded by `prof`"
         return sum(1 for e in prof.events() if e.name.startswith('aten::') and e.name not in no_kernel
@@ -134,7 +142,8 @@ def main():
             ema.step(unet.parameters())
         for i in idx[:a.warmup]: step(*batches[i])
         if count:
-            with profile() as prof: step(*batches[idx[a.warmup]])
+            with profiler() as prof: step(*batches[idx[a.warmup]])
+            save_trace(prof, 'plain')
             return aten_calls(prof)
         sync(); t = time.perf_counter()
         for i in idx[a.warmup:]: step(*batches[i])
@@ -150,9 +159,10 @@ def main():
         "profile the batch after the warm-up, from its start to its end"
         order = 100
         def before_batch(self):
-            if self.iter == a.warmup: self.prof = profile(); self.prof.__enter__()
+            if self.iter == a.warmup: self.prof = profiler(); self.prof.__enter__()
         def after_batch(self):
-            if self.iter == a.warmup: self.prof.__exit__(None, None, None); self.learn.sps = aten_calls(self.prof)
+            if self.iter == a.warmup:
+                self.prof.__exit__(None, None, None); save_trace(self.prof, 'learner'); self.learn.sps = aten_calls(self.prof)
 
     def learner(unet, count=False):
         dls_ = DataLoaders(fixed_dl(0, a.warmup + (1 if count else a.steps)), fixed_dl(0, 1), device=dev)
