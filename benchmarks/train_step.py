@@ -83,6 +83,16 @@ def main():
     info['params_M'] = round(U.n_params(make_unet()) / 1e6, 2)
     print(f"setup: {json.dumps(info)}", flush=True)
 
+    from torch.utils.flop_counter import FlopCounterMode
+    def step_flops(z, emb) -> float:
+        "FLOPs per sample of a UNet training step (forward + backward) on latents `z`, counted by torch's FlopCounterMode"
+        u = make_unet(); t = torch.zeros(len(z), dtype=torch.long, device=dev)
+        with FlopCounterMode(display=False) as fc:
+            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=a.bf16 and dev.type == 'cuda'):
+                out_ = u(z.to(dev), t, encoder_hidden_states=emb, return_dict=False)[0]
+            out_.float().pow(2).mean().backward()
+        return fc.get_total_flops() / len(z)
+
     def sync():
         if dev.type == 'cuda': torch.cuda.synchronize()
 
@@ -101,11 +111,10 @@ def main():
         return DataLoader(list(range(k0, k1)), bs=1, create_batch=lambda idx: (batches[idx[0]][0], tuple(batches[idx[0]][1]), torch.zeros(1)),
                           shuffle=False, device=dev)
 
-    from torch.profiler import profile
+    from torch.profiler import profile, ProfilerActivity
     no_kernel = {'aten::' + n for n in ('view', 'as_strided', '_reshape_alias', '_unsafe_view', 'empty', 'empty_strided', 'resize_',
                  'resolve_conj', 'resolve_neg', 'detach', 'alias', 'lift_fresh', 'result_type', 'unsqueeze', 'squeeze', 'expand',
                  't', 'transpose', 'permute', 'slice', 'select', 'split', 'chunk', 'unbind', 'narrow', 'set_', 'is_nonzero')}
-    from torch.profiler import ProfilerActivity
     def profiler():
         "CPU ops, and on a GPU its kernels too (the trace shows where the device waits for the host)"
         return profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == 'cuda' else []))
@@ -162,7 +171,7 @@ def main():
             if self.iter == a.warmup: self.prof = profiler(); self.prof.__enter__()
         def after_batch(self):
             if self.iter == a.warmup:
-                self.prof.__exit__(None, None, None); save_trace(self.prof, 'learner'); self.learn.sps = aten_calls(self.prof)
+                self.prof.__exit__(None, None, None); save_trace(self.prof, 'learner'); self.learn.aten_calls = aten_calls(self.prof)
 
     def learner(unet, count=False):
         dls_ = DataLoaders(fixed_dl(0, a.warmup + (1 if count else a.steps)), fixed_dl(0, 1), device=dev)
@@ -176,7 +185,7 @@ def main():
                 from fastai.callback.core import CancelValidException
                 raise CancelValidException()
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4, cbs=[NoValid()])
-        return learn.sps
+        return learn.aten_calls if count else learn.sps
 
     res = {}
     if 'learner' not in skip:
@@ -197,17 +206,11 @@ def main():
         op_p = plain(u, list(range(a.warmup + 1)), count=True); op_l = learner(make_unet(), count=True)
         res.update(aten_calls_per_step_plain=op_p, aten_calls_per_step_learner=op_l)
         print(f"ATen calls doing work per training step: plain {op_p}, Learner {op_l} ({op_l - op_p:+d})", flush=True)
-        # model FLOPs of one training step (forward + backward of the UNet; the text encoder runs without grad), counted
-        # by torch's FlopCounterMode on one batch, and the MFU they imply at the Learner's speed
-        from torch.utils.flop_counter import FlopCounterMode
-        u = make_unet(); z, caps = batches[0]
+        # model FLOPs of one training step (the text encoder runs without grad) on one batch, and the MFU they imply at
+        # the Learner's speed
+        z, caps = batches[0]
         with torch.no_grad(): emb = cond(list(caps), device=dev)[0]
-        tt = torch.randint(0, 1000, (len(z),), device=dev)
-        with FlopCounterMode(display=False) as fc:
-            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=a.bf16 and dev.type == 'cuda'):
-                out_ = u(z.to(dev), tt, encoder_hidden_states=emb, return_dict=False)[0]
-            out_.float().pow(2).mean().backward()
-        fps = fc.get_total_flops() / len(z)
+        fps = step_flops(z, emb)
         name = info['device']
         peak = a.peak_tflops or (({True: 989.4, False: 494.7}[a.bf16]) if any(k in name for k in ('H100', 'H200')) else None)
         res.update(train_gflops_per_sample=round(fps / 1e9, 3), peak_tflops=peak,
@@ -244,14 +247,11 @@ def main():
         dc, _ = data_only(cached.train); df_, _ = data_only(imgs.train, vae)
         res.update(data_only_cached_s=round(dc, 3), data_only_on_the_fly_s=round(df_, 3), data_only_speedup=round(df_ / dc, 1))
         print(f"latents for one epoch, no UNet: cached {dc:.3f}s, decode+resize+VAE encode {df_:.3f}s: {df_/dc:.1f}x", flush=True)
-        from torch.utils.flop_counter import FlopCounterMode
         x1 = imgs.train.one_batch()[0][:1]
         with FlopCounterMode(display=False) as fc, torch.no_grad(): z1 = U.encode_latents(vae, x1)
         f_enc = fc.get_total_flops()
-        u = make_unet(); tt = torch.zeros(1, dtype=torch.long, device=dev)
         with torch.no_grad(): emb1 = cond([''], device=dev)[0]
-        with FlopCounterMode(display=False) as fc: u(z1.float(), tt, encoder_hidden_states=emb1, return_dict=False)[0].float().pow(2).mean().backward()
-        f_step = fc.get_total_flops(); del u
+        f_step = step_flops(z1.float(), emb1)
         res.update(vae_encode_gflops=round(f_enc / 1e9, 3), unet_step_gflops=round(f_step / 1e9, 3), cache_speedup_flop_bound=round((f_enc + f_step) / f_step, 2))
         print(f"FLOPs per image: VAE encode {f_enc/1e9:.2f} G, UNet training step {f_step/1e9:.2f} G: caching can make a whole epoch "
               f"at most {(f_enc + f_step) / f_step:.2f}x faster by compute (decoding the image files adds a little)", flush=True)
