@@ -17,7 +17,6 @@ import argparse, time, warnings
 import numpy as np, torch
 from contextlib import nullcontext
 from text2img_diffusion.sampling import load_pipeline, generate, make_scheduler, seeded_generators, per_image_layers, BUNDLED_MODEL
-from text2img_diffusion.clip_cond import encode_prompts
 
 def timed(*fs, repeat=3, rounds=2):
     """Best wall time of each of `fs`: `rounds` rounds, each running every f once to warm up (allocator state differs
@@ -35,9 +34,7 @@ def bare_loop(pipe, prompts, seeds, steps, guidance=3.0, per_image=False):
     "The same work as generate(init='noise', batch_invariant=per_image), written out by hand"
     sched = make_scheduler('dpm++', pipe.scheduler.config)
     sched.set_timesteps(steps)
-    tok, _, _ = encode_prompts([''] * len(prompts) + prompts, pipe.tokenizer, pipe.text_encoder, batch_size=1 if per_image else 256)
-    n = len(prompts)
-    tok = torch.stack([tok[:n], tok[n:]], 1).flatten(0, 1)                 # (negative, prompt) rows next to each other
+    tok = pipe.encode(prompts, [''] * len(prompts), True, per_image)[0]     # (negative, prompt) rows next to each other
     c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
     z = torch.stack([torch.randn(c, s, s, generator=g) for g in seeded_generators(seeds)]) * sched.init_noise_sigma
     with per_image_layers(pipe.unet, 2) if per_image else nullcontext():
