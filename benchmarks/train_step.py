@@ -2,18 +2,23 @@
 
 1. samples/s of the fastai Learner (with the training callbacks: CFG dropout, text encoding, noising, autocast,
    accumulation, NaN guard, clipping, EMA) vs a plain PyTorch loop doing the same work on the same model, data and batch
-   (goal: ratio >= 0.95), and the innermost ATen calls other than views and allocations one training step makes in
-   each (about one kernel launch each on a GPU; some, like the optimizer's, are batched there and not on the CPU, so
-   compare the two paths on one device): it shows whether the Learner adds device work or only Python;
+   (goal: ratio >= 0.95); then, for one whole training step of each (from the first callback's `before_batch` to the
+   last one's `after_batch`), the innermost ATen calls other than views and allocations, and the calls that differ by
+   name (about one kernel launch each on a GPU; some, like the optimizer's, are batched there and not on the CPU, so
+   compare the two paths on one device), and on CUDA the host syncs that torch's sync debug mode reports: they show
+   whether the Learner adds device work, or waits for the device where the plain loop does not;
 2. seconds per training epoch on cached latents vs encoding the images with the VAE on the fly (goal: >= 5x), with the
-   bound that compute puts on it: (VAE encode + UNet training step) / UNet training step, in FLOPs per image.
+   bound that compute puts on it: (VAE encode + UNet training step) / UNet training step, in FLOPs per image. The
+   encoder is the preset's VAE unless --vae_path / --vae_preset say otherwise (`--vae_preset celeba256 --image_size
+   128`: a random VAE with the architecture of stabilityai/sd-vae-ft-mse, which costs what the pretrained one does).
 
     python benchmarks/train_step.py --device cpu --preset tiny
     python benchmarks/train_step.py --device cuda --preset celeba64-gpu --bf16 --channels_last --compile
+    python benchmarks/train_step.py --device cpu --preset celeba64-gpu --vae_preset celeba256 --image_size 128 --skip learner
 
 Prints one line per measurement and a JSON summary at the end (also written to --out if given).
 """
-import argparse, json, os, sys, tempfile, time, warnings
+import argparse, collections, json, os, sys, tempfile, time, warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +37,9 @@ def parse():
     p.add_argument('--repeats', type=int, default=3, help='alternate plain/Learner this many times; best of each is reported')
     p.add_argument('--text_preset', default='tiny', help="CLIP text encoder size: tiny | small")
     p.add_argument('--vae_path', default=None, help='trained VAE (default: a random VAE of the preset\'s size)')
+    p.add_argument('--vae_preset', default=None,
+                   help="size of the random VAE (default: the UNet preset's; celeba256 has the architecture of stabilityai/sd-vae-ft-mse)")
+    p.add_argument('--image_size', type=int, default=None, help="image size the VAE encodes (default: the preset's)")
     p.add_argument('--data_path', default=None, help='CelebA folder (default: a synthetic set)')
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--skip', default='', help='comma list of parts to skip: learner,cache')
@@ -61,17 +69,19 @@ def main():
     data = a.data_path or make_synthetic_celeba(tmp/'celeba', n, seed=0, workers=min(8, os.cpu_count() or 1))
     df = load_celeba(data)
     if len(df) > n: df = df.sample(n, random_state=0).sort_index()
-    vae = (load_pretrained_vae(a.vae_path) if a.vae_path else vae_from_preset(p['vae'])).to(dev).eval().requires_grad_(False)
+    vae = (load_pretrained_vae(a.vae_path) if a.vae_path else vae_from_preset(a.vae_preset or p['vae'])).to(dev).eval().requires_grad_(False)
+    size = a.image_size or p['image_size']
     tok, te = U.random_text_encoder(caption_corpus(df), a.text_preset)
     cond = TextConditioner(tok, te.to(dev))
     t1 = time.time()
-    cache = U.build_latent_cache(vae, df, tmp/'cache', size=p['image_size'], bs=64)
+    cache = U.build_latent_cache(vae, df, tmp/'cache', size=size, bs=64)
     t_cache = time.time() - t1
     meta = U.read_cache_meta(cache)
     C, h = meta['shape'][1], meta['shape'][2]
     sched = U.make_noise_scheduler('cosine', 'epsilon')
     info = dict(device=str(torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'), preset=a.preset, bs=bs,
-                bf16=a.bf16, channels_last=a.channels_last, compile=a.compile, latent_shape=[C, h, h],
+                bf16=a.bf16, channels_last=a.channels_last, compile=a.compile, image_size=size,
+                vae=a.vae_path or a.vae_preset or p['vae'], latent_shape=[C, h, h],
                 text=a.text_preset, torch_threads=torch.get_num_threads(), n_images=len(df),
                 setup_s=round(t1 - t0, 1), cache_build_s=round(t_cache, 2))
 
@@ -102,7 +112,7 @@ def main():
     for b in dls.train:
         batches.append((b[0], list(b[1])))
         if len(batches) == a.warmup + a.steps: break
-    if len(batches) < a.warmup + a.steps: raise SystemExit(f"only {len(batches)} batches; raise --n_images")
+    if len(batches) < a.warmup + a.steps and 'learner' not in skip: raise SystemExit(f"only {len(batches)} batches; raise --n_images")
 
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
@@ -121,15 +131,28 @@ def main():
     def save_trace(prof, name):
         if a.trace: Path(a.trace).mkdir(parents=True, exist_ok=True); prof.export_chrome_trace(str(Path(a.trace)/f'{name}_step.json'))
 
-    def aten_calls(prof) -> int:
-        "innermost ATen calls that do work (not views or allocations) recorded by `prof`"
-        return sum(1 for e in prof.events() if e.name.startswith('aten::') and e.name not in no_kernel
-                   and not any(c.name.startswith('aten::') for c in e.cpu_children))
+    class SyncCount:
+        "the host syncs one block makes, as torch's CUDA sync debug mode reports them (CUDA only; `n` is None elsewhere)"
+        def __enter__(self):
+            self.n = None
+            if dev.type == 'cuda':
+                self.w = warnings.catch_warnings(record=True); self.rec = self.w.__enter__(); warnings.simplefilter('always')
+                torch.cuda.set_sync_debug_mode('warn')
+            return self
+        def __exit__(self, *exc):
+            if dev.type == 'cuda':
+                torch.cuda.set_sync_debug_mode(0); self.w.__exit__(*exc)
+                self.n = sum('synchroniz' in str(m.message) for m in self.rec)
+
+    def aten_calls(prof) -> collections.Counter:
+        "innermost ATen calls that do work (not views or allocations) recorded by `prof`, by name"
+        return collections.Counter(e.name for e in prof.events() if e.name.startswith('aten::') and e.name not in no_kernel
+                                   and not any(c.name.startswith('aten::') for c in e.cpu_children))
 
     def plain(unet, idx, count=False):
         opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, weight_decay=0.01)
         ema = __import__('diffusers.training_utils', fromlist=['EMAModel']).EMAModel(
-            unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
+            unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75, foreach=dev.type == 'cuda')   # as the EMA callback
         ema.to(dev)
         loss_fn = U.DiffusionLoss(sched, 5.0)
         unet.train()
@@ -151,32 +174,38 @@ def main():
             ema.step(unet.parameters())
         for i in idx[:a.warmup]: step(*batches[i])
         if count:
-            with profiler() as prof: step(*batches[idx[a.warmup]])
+            with profiler() as prof, SyncCount() as syncs: step(*batches[idx[a.warmup]])
             save_trace(prof, 'plain')
-            return aten_calls(prof)
+            return aten_calls(prof), syncs.n
         sync(); t = time.perf_counter()
         for i in idx[a.warmup:]: step(*batches[i])
         sync(); return len(idx[a.warmup:]) * bs / (time.perf_counter() - t)
 
     class Timer(Callback):
-        order = 100
+        order = -100   # before the callbacks that encode the captions and noise the latents
         def before_batch(self):
             if self.iter == a.warmup: sync(); self.t = time.perf_counter()
         def after_fit(self): sync(); self.learn.sps = a.steps * bs / (time.perf_counter() - self.t)
 
     class CountOps(Callback):
-        "profile the batch after the warm-up, from its start to its end"
-        order = 100
+        "profile the batch after the warm-up, from before the first callback's `before_batch` (text encoding, noising)..."
+        order = -100
         def before_batch(self):
-            if self.iter == a.warmup: self.prof = profiler(); self.prof.__enter__()
+            if self.iter == a.warmup:
+                self.prof, self.syncs = profiler(), SyncCount(); self.prof.__enter__(); self.syncs.__enter__()
+    class CountOpsEnd(Callback):
+        "...to after the last one's `after_batch` (the Recorder's)"
+        order = 1000
         def after_batch(self):
             if self.iter == a.warmup:
-                self.prof.__exit__(None, None, None); save_trace(self.prof, 'learner'); self.learn.aten_calls = aten_calls(self.prof)
+                c = self.learn.count_ops
+                c.syncs.__exit__(None, None, None); c.prof.__exit__(None, None, None); save_trace(c.prof, 'learner')
+                self.learn.counts = aten_calls(c.prof), c.syncs.n
 
     def learner(unet, count=False):
         dls_ = DataLoaders(fixed_dl(0, a.warmup + (1 if count else a.steps)), fixed_dl(0, 1), device=dev)
         learn = U.diffusion_learner(dls_, unet, cond, sched, lr=1e-4, ema_decay=0.999, bf16=a.bf16, channels_last=a.channels_last,
-                                    cbs=[CountOps() if count else Timer()])
+                                    cbs=[CountOps(), CountOpsEnd()] if count else [Timer()])
         if a.compile: learn.model.unet = torch.compile(learn.model.unet)
         learn.model.to(dev)
         class NoValid(Callback):
@@ -185,7 +214,7 @@ def main():
                 from fastai.callback.core import CancelValidException
                 raise CancelValidException()
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-4, cbs=[NoValid()])
-        return learn.aten_calls if count else learn.sps
+        return learn.counts if count else learn.sps
 
     res = {}
     if 'learner' not in skip:
@@ -203,9 +232,14 @@ def main():
                    plain_all=[round(x, 2) for x in ps], learner_all=[round(x, 2) for x in ls])
         print(f"samples/s: plain PyTorch {max(ps):.1f}, fastai Learner {max(ls):.1f}, ratio {max(ls)/max(ps):.3f} (goal >= 0.95)", flush=True)
         u = make_unet(); u = torch.compile(u) if a.compile else u
-        op_p = plain(u, list(range(a.warmup + 1)), count=True); op_l = learner(make_unet(), count=True)
-        res.update(aten_calls_per_step_plain=op_p, aten_calls_per_step_learner=op_l)
-        print(f"ATen calls doing work per training step: plain {op_p}, Learner {op_l} ({op_l - op_p:+d})", flush=True)
+        (op_p, sy_p), (op_l, sy_l) = plain(u, list(range(a.warmup + 1)), count=True), learner(make_unet(), count=True)
+        diff = {k: op_l[k] - op_p[k] for k in op_l | op_p if op_l[k] != op_p[k]}
+        n_p, n_l = op_p.total(), op_l.total()
+        res.update(aten_calls_per_step_plain=n_p, aten_calls_per_step_learner=n_l, aten_calls_learner_minus_plain=diff,
+                   host_syncs_per_step_plain=sy_p, host_syncs_per_step_learner=sy_l)
+        print(f"ATen calls doing work per training step: plain {n_p}, Learner {n_l} ({n_l - n_p:+d}: "
+              + (', '.join(f"{k.removeprefix('aten::')} {v:+d}" for k, v in sorted(diff.items(), key=lambda kv: -abs(kv[1]))) or 'same calls')
+              + "); host syncs per step: " + (f"plain {sy_p}, Learner {sy_l}" if sy_p is not None else "n/a (CUDA only)"), flush=True)
         # model FLOPs of one training step (the text encoder runs without grad) on one batch, and the MFU they imply at
         # the Learner's speed
         z, caps = batches[0]
@@ -233,7 +267,7 @@ def main():
             return learn.train_s, len(dls_.train) * bs
         cached = U.latent_dls(cache, bs=bs, device=dev, seed=0)
         tr, va = df[df.partition == 'train'], df[df.partition == 'valid']
-        imgs = items_dls(CelebAItems(tr, size=p['image_size'], flip=False), CelebAItems(va, size=p['image_size']), bs=bs,
+        imgs = items_dls(CelebAItems(tr, size=size, flip=False), CelebAItems(va, size=size), bs=bs,
                          device=dev, seed=0)
         def data_only(dl, vae_=None):
             "seconds to produce one epoch of training latents (no UNet step)"

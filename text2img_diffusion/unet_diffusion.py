@@ -359,14 +359,17 @@ class NaNGuard(Callback):
     order = 30
     def __init__(self, max_skips: int = 5): self.max_skips, self.skipped, self.run_ = max_skips, 0, 0
     def before_step(self):
-        # one fused norm over all gradients (non-finite iff some gradient is) and one host sync per step
+        # one fused norm over all gradients (non-finite iff some gradient is), and one copy to the host per step that brings
+        # back the verdict and the batch loss together: the Recorder then reads the loss there, without a second sync
         gs = _grads(self.learn.model)
         self.learn.grad_norm = nn.utils.get_total_norm(gs) if gs else torch.zeros(())
         bad = (~torch.isfinite(self.learn.grad_norm) | ~torch.isfinite(self.learn.loss_grad.detach())).float().reshape(1)
         if _world()[1] > 1:
             import torch.distributed as dist
             if dist.is_initialized(): dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item():
+        host = torch.cat([bad, self.learn.loss.detach().float().mean().reshape(1).to(bad.device)]).cpu()
+        self.learn.loss = host[1]
+        if host[0]:
             self.skipped += 1; self.run_ += 1
             self.learn.opt.zero_grad()
             if self.run_ >= self.max_skips:
@@ -391,14 +394,16 @@ class ClipGrad(Callback):
 class EMA(Callback):
     "An exponential moving average of the UNet's weights (diffusers `EMAModel`); validation and samples use it"
     order = 60
-    def __init__(self, decay: float = 0.999, warmup: bool = True, power: float = 0.75, validate_with_ema: bool = True):
+    def __init__(self, decay: float = 0.999, warmup: bool = True, power: float = 0.75, validate_with_ema: bool = True,
+                 foreach: bool|None = None):   # None: on CUDA, where one fused update beats a launch per weight
         store_attr(); self.avg = None
     def before_fit(self):
-        u = _unet(self.learn)
+        u = _unet(self.learn); dev = next(u.parameters()).device
         if self.avg is None:
             self.avg = EMAModel(u.parameters(), decay=self.decay, use_ema_warmup=self.warmup, power=self.power,
                                 model_cls=UNet2DConditionModel, model_config=u.config)
-        self.avg.to(next(u.parameters()).device)
+        self.avg.to(dev)
+        self.avg.foreach = dev.type == 'cuda' if self.foreach is None else self.foreach
         self.learn.ema = self.avg
     def after_step(self): self.avg.step(_unet(self.learn).parameters())
     def before_validate(self):
