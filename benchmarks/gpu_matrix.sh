@@ -9,10 +9,12 @@ set -euo pipefail
 out=${1:-/tmp/gpu_matrix}; preset=${2:-celeba64-gpu}
 mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
+data="$out/data"   # one synthetic set for every configuration (each run takes the same sample of it)
+[ -f "$data/list_attr_celeba.csv" ] || python -c "from text2img_diffusion.data import make_synthetic_celeba as m; m('$data', 6000, seed=0, workers=8)" > /dev/null
 for cfg in "--bf16" "--bf16 --channels_last" "--bf16 --compile" "--bf16 --channels_last --compile"; do
   name=$(echo "$cfg" | tr -d '-' | tr ' ' '_')
   trace=(); [ "$cfg" = "--bf16" ] && trace=(--trace "$out/trace_bf16")   # eager bf16: where the Learner trailed (0.94)
-  python "$here/train_step.py" --device cuda --preset "$preset" $cfg --skip cache --repeats 2 --steps 30 --out "$out/$name.json" "${trace[@]}" \
+  python "$here/train_step.py" --device cuda --preset "$preset" $cfg --skip cache --repeats 2 --steps 30 --data_path "$data" --out "$out/$name.json" "${trace[@]}" \
     > "$out/$name.log" 2>&1 || { echo "$cfg failed: see $out/$name.log"; continue; }
 done
 python - "$out" <<'PY'
