@@ -8,7 +8,7 @@ import numpy as np, torch
 from text2img_diffusion.cvae import LatentCVAE, prior_generator, prior_diversity, mean_pairwise_distance
 from text2img_diffusion.vae import load_pretrained_vae
 from text2img_diffusion.clip_cond import TextConditioner
-from text2img_diffusion.eval import load_judge, prompt_set, evaluate_generator, load_faces
+from text2img_diffusion.judge import load_judge, prompt_set, evaluate_generator, load_faces
 from text2img_diffusion.data import load_celeba
 
 SPECS = [dict(Male=1, Smiling=1, Black_Hair=1), dict(Male=0, Blond_Hair=1, Eyeglasses=1), dict(Male=1, Bald=1, Mustache=1),

@@ -72,7 +72,8 @@ if __name__ == '__main__':
         print(f"  batch invariance costs {t8s[True]/t8s[False]:.2f}x the batched time at 8 images")
     if not a.speed_only:
         import tempfile
-        from text2img_diffusion.eval import load_judge, report_prompt_set, pipeline_scores
+        from text2img_diffusion.judge import load_judge
+        from text2img_diffusion.eval import report_prompt_set, pipeline_scores
         from text2img_diffusion.data import load_celeba, make_synthetic_celeba
         import matplotlib.pyplot as plt
         judge = load_judge(a.judge)

@@ -40,7 +40,7 @@ def test_readme_generated_from_index():
     r = run(sys.executable, str(ROOT/'.ci'/'readme.py'), '--check')
     assert r.returncode == 0, r.stdout + r.stderr
 
-PAPERMILL_JOBS = ['01_eda', '02_vae', '03_clip_cond', '04_cvae', '05_unet_diffusion', '08_eval']
+PAPERMILL_JOBS = ['01_eda', '01b_judge', '02_vae', '03_clip_cond', '04_cvae', '05_unet_diffusion', '08_eval']
 
 def test_training_notebooks_have_papermill_parameters():
     import json

@@ -24,8 +24,9 @@ from transformers import (AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPMod
                           PreTrainedTokenizerFast)
 from transformers.utils import logging as hf_logging
 
-from .data import (atomic_dir, atomic_write, CELEBA_ATTRS, SYNTHETIC_RENDERED, captions_for, celeba_dls, load_celeba,
-                                     load_face, make_synthetic_celeba)
+from .core import atomic_dir, atomic_write
+from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, captions_for, celeba_dls, load_celeba, load_face,
+    make_synthetic_celeba)
 
 # %% auto #0
 __all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'CLIP_MEAN', 'CLIP_STD', 'PARAPHRASES', 'train_caption_tokenizer',

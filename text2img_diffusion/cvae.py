@@ -18,7 +18,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import fit_one_cycle
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
-from .data import atomic_write, atomic_dir
+from .core import atomic_write, atomic_dir
 
 # %% auto #0
 __all__ = ['CVAE_PRESETS', 'SAMPLE_PROMPTS', 'FiLMResBlock', 'CrossAttention2d', 'LatentCVAE', 'kl_per_channel', 'CVAELoss',
@@ -262,7 +262,7 @@ def train_cvae(cache_dir, conditioner, out_dir, preset: str = 'tiny', epochs: in
                lr: float|None = None, beta: float = 1.0, free_bits: float = 0.1, warmup: float = 0.3,
                warmup_kind: str = 'linear', vae=None, seed: int = 0, num_workers: int = 0) -> Learner:
     "Train a CVAE prior on a latent cache with a frozen text `conditioner`; saves it to `out_dir`/cvae"
-    from text2img_diffusion.unet_diffusion import latent_dls, read_cache_meta
+    from text2img_diffusion.latents import latent_dls, read_cache_meta
     meta = read_cache_meta(cache_dir)
     if meta is None: raise FileNotFoundError(f"no finished latent cache in {cache_dir}; build one with unet_diffusion.build_latent_cache")
     p = CVAE_PRESETS.get(preset)

@@ -21,8 +21,8 @@ __all__ = ['CELEBA_ATTRS', 'PARTITIONS', 'OFFICIAL_SPLIT', 'IMAGE_EXTS', 'ZIP_SE
            'SYNTHETIC_RENDERED', 'HAIR_COLOURS', 'CelebAFilesNotFound', 'find_celeba_files', 'read_celeba_table',
            'open_image_bytes', 'to_rgb', 'read_image', 'load_celeba', 'verify_images', 'captions_for',
            'read_captions_file', 'sample_attributes', 'draw_face', 'make_synthetic_celeba', 'write_original_layout',
-           'crop_box', 'load_face', 'CelebAItems', 'ScaleImages', 'items_dls', 'celeba_dls', 'load_captioned_folder',
-           'folder_dls', 'atomic_write', 'atomic_dir', 'synth_data']
+           'crop_box', 'load_face', 'CelebAItems', 'ScaleImages', 'items_dls', 'as_frame', 'celeba_dls',
+           'load_captioned_folder', 'folder_dls', 'synth_data']
 
 # %% ../nbs/00_data.ipynb #6c940957
 CELEBA_ATTRS = ('5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair '
@@ -660,6 +660,12 @@ def items_dls(train_ds, valid_ds, bs: int = 64, num_workers: int = 0, device=Non
     return DataLoaders(DataLoader(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) >= bs, **kw),
                        DataLoader(valid_ds, bs=bs, **kw), device=device)
 
+# %% ../nbs/00_data.ipynb #e22903a9
+def as_frame(data, n: int|None = None, seed: int = 0) -> pd.DataFrame:
+    "The `load_celeba` frame of `data` (a path, or a frame already), or a seeded random subset of `n` of its rows"
+    df = data if isinstance(data, pd.DataFrame) else load_celeba(data)
+    return _subset(df, n, seed)
+
 # %% ../nbs/00_data.ipynb #13ff67f5
 def celeba_dls(path, size: int = 64, bs: int = 64, num_workers: int = 0, n: int|None = None, crop: str = 'center',
                flip: bool = True, seed: int = 0, captions_file=None, captions_mode: str = 'extend', verify: bool = False,
@@ -708,34 +714,6 @@ def folder_dls(path, size: int = 64, bs: int = 64, num_workers: int = 0, valid_p
     dls = items_dls(mk(~is_valid, flip), mk(is_valid, False), bs, num_workers, device, seed)
     dls.df = df
     return dls
-
-# %% ../nbs/00_data.ipynb #cc61fcc7
-def _usual_permissions(p: Path):
-    um = os.umask(0); os.umask(um)
-    for f in [p, *(p.rglob('*') if p.is_dir() else [])]: os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~um)
-
-def atomic_write(dest, write) -> Path:
-    "Call `write(tmp)` with a temporary file path beside `dest`, then rename it to `dest`"
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{dest.name}-', dir=dest.parent); os.close(fd)
-    try:
-        write(tmp); _usual_permissions(Path(tmp)); os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return dest
-
-def atomic_dir(dest, write) -> Path:
-    "Call `write(tmp)` with a temporary folder beside `dest`, then swap it into place (the old folder goes only after)"
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}-', dir=dest.parent))
-    try:
-        write(tmp); _usual_permissions(tmp)
-        old = dest.with_name(f'.{dest.name}-old-{os.getpid()}') if dest.exists() else None
-        if old: os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old: shutil.rmtree(old, ignore_errors=True)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 # %% ../nbs/00_data.ipynb #0e2704d3
 @call_parse

@@ -21,7 +21,7 @@ from fastprogress.fastprogress import progress_bar
 import text2img_diffusion
 from .clip_cond import encode_prompts, encoder_max_length
 from .cvae import LatentCVAE, start_timesteps, cvae_init
-from .data import atomic_write, atomic_dir
+from .core import atomic_write, atomic_dir
 from .vae import decode_latents
 
 # %% auto #0

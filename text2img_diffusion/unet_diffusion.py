@@ -24,7 +24,9 @@ from diffusers import UNet2DConditionModel, DDPMScheduler, DDIMScheduler, DPMSol
 from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import save_file, load_file
 
-from .data import (atomic_write, atomic_dir, CELEBA_ATTRS, CelebAItems, captions_for, load_celeba, make_synthetic_celeba)
+from .core import atomic_write, atomic_dir
+from .data import as_frame, load_celeba, make_synthetic_celeba
+from .latents import build_latent_cache, latent_dls, read_cache_meta
 from .vae import (vae_from_preset, encode_latents, decode_latents, downsample_factor,
                                     load_pretrained_vae)
 from .clip_cond import (TextConditioner, train_caption_tokenizer, caption_corpus, clip_config,
@@ -32,9 +34,8 @@ from .clip_cond import (TextConditioner, train_caption_tokenizer, caption_corpus
 
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'SAMPLE_PROMPTS', 'unet_preset', 'unet_from_preset', 'n_params',
-           'make_noise_scheduler', 'diffusion_target', 'DiffusionLoss', 'vae_fingerprint', 'cache_key',
-           'read_cache_meta', 'build_latent_cache', 'LatentItems', 'latent_dls', 'cache_latents', 'random_text_encoder',
-           'unwrap', 'LatentDenoiser', 'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise', 'Autocast', 'GradAccum',
+           'make_noise_scheduler', 'diffusion_target', 'DiffusionLoss', 'random_text_encoder', 'unwrap',
+           'LatentDenoiser', 'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise', 'Autocast', 'GradAccum',
            'SyncGrads', 'NaNGuard', 'ClipGrad', 'EMA', 'sample_latents', 'image_grid', 'SampleGrid',
            'save_train_checkpoint', 'find_checkpoint', 'load_train_checkpoint', 'Checkpoint', 'diffusion_learner',
            'train_unet', 'save_unet_run', 'load_unet', 'train_unet_cli']
@@ -106,124 +107,6 @@ class DiffusionLoss:
         w = torch.clamp(snr, max=self.snr_gamma)
         w = w / (snr + 1) if self.scheduler.config.prediction_type == 'v_prediction' else w / snr.clamp(min=1e-8)
         return (per * w).mean()
-
-# %% ../nbs/05_unet_diffusion.ipynb #3f195ce1
-def _sha(b: bytes) -> str: return hashlib.sha256(b).hexdigest()[:16]
-
-def vae_fingerprint(vae) -> str:
-    "A hash of `vae`'s config and weights: a cache made by another VAE (or the same one retrained) does not match"
-    h = hashlib.sha256(json.dumps({k: v for k, v in dict(vae.config).items() if not k.startswith('_')}, sort_keys=True, default=str).encode())
-    for k, v in sorted(vae.state_dict().items()):
-        h.update(k.encode()); h.update(v.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-# %% ../nbs/05_unet_diffusion.ipynb #c992b367
-def _frame(data, n=None, seed=0) -> pd.DataFrame:
-    df = data if isinstance(data, pd.DataFrame) else load_celeba(data)
-    if n is not None and n < len(df): df = df.sample(n, random_state=seed).sort_index()
-    return df
-
-def cache_key(vae, df: pd.DataFrame, size: int, crop: str, dtype: str) -> dict:
-    "What a latent cache is keyed by"
-    return dict(vae=vae_fingerprint(vae), size=int(size), crop=crop, dtype=dtype,
-                images=_sha('\n'.join(map(str, df.index)).encode()), n=len(df))
-
-def read_cache_meta(cache_dir) -> dict|None:
-    "The cache's meta.json, or None when there is no finished cache in `cache_dir`"
-    p = Path(cache_dir)/'meta.json'
-    return json.loads(p.read_text()) if p.exists() and (Path(cache_dir)/'latents.npy').exists() else None
-
-@torch.no_grad()
-def build_latent_cache(vae, data, out_dir, size: int = 64, crop: str = 'center', bs: int = 64, dtype: str = 'float16',
-                       n: int|None = None, seed: int = 0, num_workers: int = 0, force: bool = False) -> Path:
-    "Encode every image of `data` (a CelebA path or `load_celeba` frame) once into a memory-mapped latent cache at `out_dir`"
-    if dtype not in ('float16', 'float32'): raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
-    df = _frame(data, n, seed)
-    out = Path(out_dir); key = cache_key(vae, df, size, crop, dtype)
-    meta = read_cache_meta(out)
-    if meta is not None and not force:
-        if meta['key'] == key: return out
-        diff = [k for k in key if meta['key'].get(k) != key[k]]
-        warnings.warn(f"latent cache {out} is stale (it was made with a different {', '.join(diff)}); rebuilding it")
-    out.mkdir(parents=True, exist_ok=True)
-    (out/'meta.json').unlink(missing_ok=True)          # unfinished until meta.json is written again
-    was_training = vae.training; vae.eval()
-    ds = CelebAItems(df, size=size, crop=crop, flip=False, captions=False)
-    dl = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=False, num_workers=num_workers)
-    z0 = encode_latents(vae, ds[0][0][None])
-    shape = (len(df),) + tuple(z0.shape[1:])
-    def write(tmp):
-        arr = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.dtype(dtype), shape=shape)
-        i = 0
-        for b in progress_bar(dl, leave=False):
-            z = encode_latents(vae, b[0]).float().cpu().numpy()
-            arr[i:i+len(z)] = z; i += len(z)
-        arr.flush(); del arr
-    atomic_write(out/'latents.npy', write)
-    vae.train(was_training)
-    idx = df[['partition'] + list(CELEBA_ATTRS)].reset_index().rename(columns={df.index.name or 'index': 'image_id'})
-    atomic_write(out/'index.csv', lambda p: idx.to_csv(p, index=False))
-    meta = dict(key=key, shape=list(shape), scaling_factor=float(vae.config.scaling_factor),
-                rendered=df.attrs.get('celeba', {}).get('rendered', list(CELEBA_ATTRS)), created=time.time())
-    atomic_write(out/'meta.json', lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
-    return out
-
-# %% ../nbs/05_unet_diffusion.ipynb #92d278b7
-class LatentItems(torch.utils.data.Dataset):
-    "(latent float32 [C,h,w], caption, attributes int8 [40]) for the rows of a latent cache in `partition`"
-    def __init__(self, cache_dir, partition: str|None = 'train', captions: bool = True, rendered=None, rows=None):
-        self.dir = Path(cache_dir); meta = read_cache_meta(self.dir)
-        if meta is None: raise FileNotFoundError(f"no finished latent cache in {self.dir} (expected latents.npy and meta.json; build it with build_latent_cache)")
-        self.meta, self.captions = meta, captions
-        idx = pd.read_csv(self.dir/'index.csv', dtype={'image_id': str})
-        rows = np.arange(len(idx)) if rows is None else np.asarray(rows)
-        if partition is not None: rows = rows[(idx['partition'].to_numpy()[rows] == partition)]
-        self.rows, self.ids = rows, idx['image_id'].to_numpy()[rows]
-        self.attrs = torch.tensor(idx[list(CELEBA_ATTRS)].to_numpy(dtype=np.int8)[rows])
-        self.rendered = meta.get('rendered') if rendered is None else rendered
-        self._z = None
-    @property
-    def latents(self):
-        if self._z is None: self._z = np.load(self.dir/'latents.npy', mmap_mode='r')
-        return self._z
-    def __len__(self): return len(self.rows)
-    def __getitem__(self, i):
-        z = torch.from_numpy(np.asarray(self.latents[self.rows[i]], dtype=np.float32))
-        if not self.captions: return z, self.attrs[i]
-        cap = captions_for(self.attrs[i].tolist(), n=1, seed=random.randrange(2**31), rendered=self.rendered)[0]
-        return z, cap, self.attrs[i]
-    def __getstate__(self): return {**self.__dict__, '_z': None}   # workers re-open the memory map
-
-def latent_dls(cache_dir, bs: int = 32, num_workers: int = 0, device=None, seed: int|None = None,
-               rank: int = 0, world_size: int = 1) -> DataLoaders:
-    "fastai `DataLoaders` over a latent cache: shuffled drop-last training batches (this rank's shard), validation batches"
-    train, valid = LatentItems(cache_dir, 'train'), LatentItems(cache_dir, 'valid')
-    if not len(train) or not len(valid): raise ValueError(f"the cache at {cache_dir} needs rows in both train and valid; got {len(train)} and {len(valid)}")
-    if world_size > 1:   # equal-sized shards, so every rank runs the same number of steps
-        k = len(train) // world_size
-        train = LatentItems(cache_dir, 'train', rows=train.rows[rank*k:(rank+1)*k])
-    if seed is not None: random.seed(seed)
-    return DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) >= bs, num_workers=num_workers),
-                       DataLoader(valid, bs=bs, num_workers=num_workers), device=device)
-
-# %% ../nbs/05_unet_diffusion.ipynb #d5715463
-@call_parse
-def cache_latents(vae_path: str,           # trained VAE folder (02_vae's OUT_DIR/vae) or hub id
-                  data_path: str,          # CelebA folder or zip
-                  out_dir: str,            # where to write latents.npy, index.csv and meta.json
-                  size: int = 64,          # image size the VAE was trained at
-                  n_images: int = None,    # encode a random subset of this many images (default: all)
-                  seed: int = 0,           # subset seed
-                  bs: int = 64,            # encoding batch size
-                  device: str = None,      # cpu | cuda (default: cuda when available)
-                  threads: int = None):    # torch CPU threads
-    "Encode a data set once with a trained VAE into the memory-mapped latent cache that 04 and 05 train on"
-    if threads: torch.set_num_threads(threads)
-    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    vae = load_pretrained_vae(str(vae_path)).to(device).eval()
-    out = build_latent_cache(vae, data_path, out_dir, size=size, bs=bs, n=n_images, seed=seed)
-    print(f"latent cache {out}: shape {read_cache_meta(out)['shape']}")
-    return out
 
 # %% ../nbs/05_unet_diffusion.ipynb #43714c6c
 def random_text_encoder(captions, preset: str = 'tiny', seed: int = 0, vocab_size: int | None = None):
@@ -620,7 +503,7 @@ def train_unet(out_dir=None, data_path=None, vae_path=None, text_encoder_path=No
             make_synthetic_celeba(data_path, n_images or 300, seed=seed, workers=1)
         _barrier()
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore'); df = _frame(load_celeba(data_path), n_images, seed)
+        warnings.simplefilter('ignore'); df = as_frame(load_celeba(data_path), n_images, seed)
     # VAE
     if vae_path is not None: vae = load_pretrained_vae(str(vae_path))
     else: torch.manual_seed(seed); vae = vae_from_preset('tiny' if preset == 'tiny' else p['vae'])

@@ -27,7 +27,8 @@ from fastai.torch_core import set_seed
 from fasttransform import Transform, Pipeline
 from diffusers import AutoencoderKL
 
-from .data import CelebAItems, ScaleImages, load_celeba, make_synthetic_celeba, atomic_dir, atomic_write
+from .data import CelebAItems, ScaleImages, load_celeba, make_synthetic_celeba
+from .core import atomic_dir, atomic_write
 
 # %% auto #0
 __all__ = ['VAE_PRESETS', 'NOTEBOOK_RUN_ENV', 'preset_config', 'vae_from_preset', 'downsample_factor', 'PretrainedVAENotFound',
@@ -216,7 +217,7 @@ class ReconFD(Metric):
         self.real.append(learn.yb[0].detach().float()[:k].cpu()); self.n += len(self.rec[-1])
     @property
     def value(self):
-        from text2img_diffusion.eval import feature_distance
+        from text2img_diffusion.judge import feature_distance
         if self.n < 2: return float('nan')
         return feature_distance(torch.cat(self.real), torch.cat(self.rec), self.judge, kid=False)['fd']
     @property
@@ -348,7 +349,7 @@ def _fd_metric(judge) -> list:
     "[ReconFD] for a judge (or the path of a saved one), [] for None"
     if judge is None: return []
     if isinstance(judge, (str, Path)):
-        from text2img_diffusion.eval import load_judge
+        from text2img_diffusion.judge import load_judge
         judge = load_judge(judge)
     return [ReconFD(judge.eval())]
 
