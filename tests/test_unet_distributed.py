@@ -11,7 +11,9 @@ warnings.simplefilter('ignore')
 import torch
 torch.set_num_threads(1)
 from safetensors.torch import save_file
-from text2img_diffusion.unet_diffusion import train_unet, _unet, _world
+from text2img_diffusion.unet_diffusion import train_unet
+from text2img_diffusion.training import trained_model as _unet
+from text2img_diffusion.core import world as _world
 out, data = sys.argv[1], sys.argv[2]
 learn = train_unet(out, data_path=data, preset='tiny', n_images=60, epochs=1, bs=8, seed=7, sample_every=0,
                    progress=False, device='cpu')

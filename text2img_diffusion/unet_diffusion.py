@@ -4,41 +4,39 @@
 
 # %% ../nbs/05_unet_diffusion.ipynb #5138ad51
 from __future__ import annotations
-import hashlib, json, math, os, random, shutil, tempfile, time, warnings
+import json, math, os, tempfile, time, warnings
+from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
+import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr
 from fastcore.script import call_parse
-from fastprogress.fastprogress import progress_bar
-from fastai.callback.core import Callback, CancelBatchException, CancelFitException
+from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback  # noqa: F401 (registers the progress bar)
 from fastai.callback.schedule import fit_one_cycle    # noqa: F401 (patches Learner.fit_one_cycle)
-from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from functools import partial
 from fastai.torch_core import set_seed
 from diffusers import UNet2DConditionModel, DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler
-from diffusers.training_utils import EMAModel, compute_snr
-from safetensors.torch import save_file, load_file
+from diffusers.training_utils import compute_snr
+from transformers import CLIPTextModel
 
-from .core import atomic_write, atomic_dir
+from .core import atomic_dir, barrier, init_distributed, preset_config, world
 from .data import as_frame, load_celeba, make_synthetic_celeba
+from .training import (EMA, Autocast, Checkpoint, ClipGrad, GradAccum, ImageGrid, MetricsLog, NaNGuard,
+    SyncGrads, finite, load_checkpoint, trained_model)
+from .vae import decode_latents, encode_latents, load_pretrained_vae, vae_from_preset
 from .latents import build_latent_cache, latent_dls, read_cache_meta
-from .vae import (vae_from_preset, encode_latents, decode_latents, downsample_factor,
-                                    load_pretrained_vae)
-from .clip_cond import (TextConditioner, train_caption_tokenizer, caption_corpus, clip_config,
-                                          load_text_encoder)
+from .clip_cond import CLIP_PRESETS, TextConditioner, caption_corpus, clip_config, load_text_encoder
+from .clip_cond import train_caption_tokenizer
 
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'SAMPLE_PROMPTS', 'unet_preset', 'unet_from_preset', 'n_params',
-           'make_noise_scheduler', 'diffusion_target', 'DiffusionLoss', 'random_text_encoder', 'unwrap',
-           'LatentDenoiser', 'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise', 'Autocast', 'GradAccum',
-           'SyncGrads', 'NaNGuard', 'ClipGrad', 'EMA', 'sample_latents', 'image_grid', 'SampleGrid',
-           'save_train_checkpoint', 'find_checkpoint', 'load_train_checkpoint', 'Checkpoint', 'diffusion_learner',
-           'train_unet', 'save_unet_run', 'load_unet', 'train_unet_cli']
+           'make_noise_scheduler', 'diffusion_target', 'DiffusionLoss', 'random_text_encoder', 'LatentDenoiser',
+           'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise', 'sample_latents', 'sample_images',
+           'diffusion_learner', 'unet_inputs', 'unet_learner', 'fit_unet', 'save_unet_run', 'load_unet', 'train_unet',
+           'train_unet_cli']
 
 # %% ../nbs/05_unet_diffusion.ipynb #7d36e746
 UNET_PRESETS = {
@@ -61,8 +59,7 @@ _UNET_ARCH = ('block_out_channels', 'layers_per_block', 'norm_num_groups', 'atte
 
 def unet_preset(preset: str) -> dict:
     "The settings of UNet size preset `preset`"
-    if preset not in UNET_PRESETS: raise ValueError(f"unknown UNet preset {preset!r}; choose from {', '.join(UNET_PRESETS)}")
-    return dict(UNET_PRESETS[preset])
+    return preset_config(UNET_PRESETS, preset, 'UNet preset')
 
 def unet_from_preset(preset: str, cross_attention_dim: int, latent_channels: int = 4, sample_size: int = 16,
                      **overrides) -> UNet2DConditionModel:
@@ -111,31 +108,22 @@ class DiffusionLoss:
 # %% ../nbs/05_unet_diffusion.ipynb #43714c6c
 def random_text_encoder(captions, preset: str = 'tiny', seed: int = 0, vocab_size: int | None = None):
     "(tokenizer trained on `captions`, randomly initialised CLIPTextModel) — for tests and plumbing runs without a trained encoder"
-    from text2img_diffusion.clip_cond import CLIP_PRESETS
-    from transformers import CLIPTextModel
     p = CLIP_PRESETS[preset]
     tok = train_caption_tokenizer(captions, vocab_size=vocab_size or p['vocab_size'], max_length=p['max_length'])
     torch.manual_seed(seed)
     return tok, CLIPTextModel(clip_config(preset, tok).text_config).eval()
 
 # %% ../nbs/05_unet_diffusion.ipynb #bf799213
-def unwrap(m: nn.Module) -> nn.Module:
-    "The module inside DDP / torch.compile / accelerate wrappers"
-    while True:
-        if hasattr(m, 'module'): m = m.module
-        elif hasattr(m, '_orig_mod'): m = m._orig_mod
-        else: return m
-
 class LatentDenoiser(nn.Module):
     "The `Learner`'s model: (noisy latents, timesteps, text embeddings) → the UNet's prediction"
     def __init__(self, unet: UNet2DConditionModel, channels_last: bool = False):
         super().__init__(); self.unet, self.channels_last = unet, channels_last
         if channels_last: self.unet.to(memory_format=torch.channels_last)
+    @property
+    def inner(self) -> UNet2DConditionModel: return self.unet
     def forward(self, noisy, timesteps, emb):
         if self.channels_last: noisy = noisy.contiguous(memory_format=torch.channels_last)
         return self.unet(noisy, timesteps, encoder_hidden_states=emb, return_dict=False)[0]
-
-def _unet(learn) -> UNet2DConditionModel: return unwrap(unwrap(learn.model).unet)
 
 def _batch(learn) -> tuple: return tuple(learn.xb) + tuple(learn.yb)
 
@@ -188,119 +176,6 @@ class AddNoise(Callback):
         self.learn.xb = (noisy, t, emb)
         self.learn.yb = (diffusion_target(self.scheduler, z, noise, t), t)
 
-class Autocast(Callback):
-    "bf16 autocast around the forward pass on CUDA; fp32 elsewhere (the loss is always computed in fp32)"
-    order = 5
-    def __init__(self, enabled: bool = True): self.enabled, self.ctx = enabled, None
-    def before_batch(self):
-        dev = self.learn.xb[0].device
-        if self.enabled and dev.type == 'cuda':
-            self.ctx = torch.autocast('cuda', dtype=torch.bfloat16); self.ctx.__enter__()
-    def after_pred(self):
-        if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
-    after_cancel_batch = after_pred
-
-# %% ../nbs/05_unet_diffusion.ipynb #0c06bd69
-class GradAccum(Callback):
-    "Step every `n` batches (loss scaled by 1/n) and at the end of each epoch, so no accumulation straddles a checkpoint"
-    order = 10
-    def __init__(self, n: int = 1): self.n = max(int(n), 1)
-    def before_fit(self):
-        if not hasattr(self.learn, 'opt_steps'): self.learn.opt_steps = 0
-    def before_epoch(self): self.count = 0
-    def after_loss(self):
-        if self.training and self.n > 1: self.learn.loss_grad = self.learn.loss_grad / self.n
-    def before_step(self):
-        self.count += 1
-        if self.count % self.n and self.iter < self.n_iter - 1: raise CancelBatchException()
-    def after_step(self): self.learn.opt_steps += 1
-
-def _grads(model): return [p.grad for p in model.parameters() if p.grad is not None]
-
-class SyncGrads(Callback):
-    "Data-parallel training without DDP (works on CPU with gloo): same initial weights, gradients averaged over ranks"
-    order = 20
-    def before_fit(self):
-        from accelerate.utils import broadcast
-        with torch.no_grad():
-            for p in self.learn.model.parameters(): p.copy_(broadcast(p.data.contiguous(), 0))
-    def before_step(self):
-        from accelerate.utils import reduce
-        gs = _grads(self.learn.model)
-        flat = reduce(torch.cat([g.reshape(-1) for g in gs]), reduction='mean')
-        i = 0
-        for g in gs: g.copy_(flat[i:i+g.numel()].view_as(g)); i += g.numel()
-
-def _world() -> tuple:
-    "(rank, world size) of this process"
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
-
-class NaNGuard(Callback):
-    "Skip an optimizer step whose loss or gradients are not finite (agreed over ranks); stop after `max_skips` in a row"
-    order = 30
-    def __init__(self, max_skips: int = 5): self.max_skips, self.skipped, self.run_ = max_skips, 0, 0
-    def before_step(self):
-        # one fused norm over all gradients (non-finite iff some gradient is), and one copy to the host per step that brings
-        # back the verdict and the batch loss together: the Recorder then reads the loss there, without a second sync
-        gs = _grads(self.learn.model)
-        self.learn.grad_norm = nn.utils.get_total_norm(gs) if gs else torch.zeros(())
-        bad = (~torch.isfinite(self.learn.grad_norm) | ~torch.isfinite(self.learn.loss_grad.detach())).float().reshape(1)
-        if _world()[1] > 1:
-            import torch.distributed as dist
-            if dist.is_initialized(): dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        host = torch.cat([bad, self.learn.loss.detach().float().mean().reshape(1).to(bad.device)]).cpu()
-        self.learn.loss = host[1]
-        if host[0]:
-            self.skipped += 1; self.run_ += 1
-            self.learn.opt.zero_grad()
-            if self.run_ >= self.max_skips:
-                warnings.warn(f"NaNGuard: {self.run_} non-finite steps in a row; stopping (the last checkpoint is intact)")
-                raise CancelFitException()
-            warnings.warn(f"NaNGuard: skipped a step with a non-finite loss or gradient (epoch {self.epoch}, batch {self.iter})")
-            raise CancelBatchException()
-        self.run_ = 0
-
-class ClipGrad(Callback):
-    "Clip the gradient norm to `max_norm` (after accumulation and gradient averaging)"
-    order = 40
-    def __init__(self, max_norm: float = 1.0): self.max_norm = max_norm
-    def before_step(self):
-        ps = [p for p in self.learn.model.parameters() if p.grad is not None]
-        norm = getattr(self.learn, 'grad_norm', None)     # measured by NaNGuard this step
-        if norm is None: nn.utils.clip_grad_norm_(ps, self.max_norm)
-        else: nn.utils.clip_grads_with_norm_(ps, self.max_norm, norm)
-    def after_step(self): self.learn.grad_norm = None
-
-# %% ../nbs/05_unet_diffusion.ipynb #9f1fda7d
-class EMA(Callback):
-    "An exponential moving average of the UNet's weights (diffusers `EMAModel`); validation and samples use it"
-    order = 60
-    def __init__(self, decay: float = 0.999, warmup: bool = True, power: float = 0.75, validate_with_ema: bool = True,
-                 foreach: bool|None = None):   # None: on CUDA, where one fused update beats a launch per weight
-        store_attr(); self.avg = None
-    def before_fit(self):
-        u = _unet(self.learn); dev = next(u.parameters()).device
-        if self.avg is None:
-            self.avg = EMAModel(u.parameters(), decay=self.decay, use_ema_warmup=self.warmup, power=self.power,
-                                model_cls=UNet2DConditionModel, model_config=u.config)
-        self.avg.to(dev)
-        self.avg.foreach = dev.type == 'cuda' if self.foreach is None else self.foreach
-        self.learn.ema = self.avg
-    def after_step(self): self.avg.step(_unet(self.learn).parameters())
-    def before_validate(self):
-        if self.validate_with_ema: self.swap_in()
-    def after_validate(self):
-        if self.validate_with_ema: self.swap_out()
-    def swap_in(self):
-        ps = list(_unet(self.learn).parameters()); self.avg.store(ps); self.avg.copy_to(ps); self.swapped = True
-    def swap_out(self):
-        if getattr(self, 'swapped', False): self.avg.restore(list(_unet(self.learn).parameters())); self.swapped = False
-    def ema_unet(self) -> UNet2DConditionModel:
-        "A copy of the UNet holding the EMA weights"
-        u = UNet2DConditionModel.from_config(_unet(self.learn).config)
-        self.avg.copy_to(list(u.parameters())); return u
 
 # %% ../nbs/05_unet_diffusion.ipynb #6f0c0870
 @torch.no_grad()
@@ -325,129 +200,18 @@ def sample_latents(unet, scheduler_config, cond_emb: torch.Tensor, uncond_emb: t
         x = sch.step(pred, t, x).prev_sample
     return x
 
-def image_grid(images: torch.Tensor, nrow: int):
-    "A PIL image of `images` in [-1,1] laid out `nrow` per row"
-    from torchvision.utils import make_grid
-    from PIL import Image
-    g = make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=1)
-    return Image.fromarray((g.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
 
 # %% ../nbs/05_unet_diffusion.ipynb #09e8b20f
-class SampleGrid(Callback):
-    "Every `every` epochs (and at the end), save a grid for fixed `prompts` and seeds, from the EMA weights, in `out_dir`/samples"
-    order = 80
-    def __init__(self, prompts, conditioner: TextConditioner, vae, scheduler, out_dir, every: int = 1, n_per_prompt: int = 2,
-                 steps: int = 20, guidance_scale: float = 4.0, seed: int = 0):
-        store_attr(); self.paths = []
-    def grid(self, fname):
-        u = _unet(self.learn)
-        ema = getattr(self.learn, 'ema', None)
-        ps = list(u.parameters())
-        if ema is not None: ema.store(ps); ema.copy_to(ps)
-        was = u.training; u.eval()
-        try:
-            prompts = [p for p in self.prompts for _ in range(self.n_per_prompt)]
-            emb = self.conditioner(prompts, device=next(u.parameters()).device)[0]
-            unc = self.conditioner([''], device=emb.device)[0]
-            z = sample_latents(u, self.scheduler.config, emb, unc, steps=self.steps, guidance_scale=self.guidance_scale,
-                               seed=self.seed)
-            imgs = decode_latents(self.vae, z) if self.vae is not None else z[:, :3]
-        finally:
-            u.train(was)
-            if ema is not None: ema.restore(ps)
-        dest = Path(self.out_dir)/'samples'/fname
-        atomic_write(dest, lambda p: image_grid(imgs, self.n_per_prompt * max(1, 4 // self.n_per_prompt)).save(p, format='PNG'))
-        self.paths.append(dest)
-        return dest
-    def after_epoch(self):
-        if _world()[0] != 0: return
-        if (self.epoch + 1) % self.every == 0 or self.epoch == self.n_epoch - 1: self.grid(f'epoch-{self.epoch+1:04d}.png')
-
-# %% ../nbs/05_unet_diffusion.ipynb #549661de
-def _rng_state(learn) -> dict:
-    st = random.getstate(); ns = np.random.get_state()
-    d = dict(py=[st[0], list(st[1]), st[2]], np=[ns[0], ns[1].tolist(), int(ns[2]), int(ns[3]), float(ns[4])],
-             torch=torch.get_rng_state(), dl_train=list(learn.dls.train.rng.getstate()[1]), dl_valid=list(learn.dls.valid.rng.getstate()[1]))
-    if torch.cuda.is_available(): d['cuda'] = torch.cuda.get_rng_state_all()
-    return d
-
-def _set_rng_state(learn, d: dict):
-    random.setstate((d['py'][0], tuple(d['py'][1]), d['py'][2]))
-    np.random.set_state((d['np'][0], np.array(d['np'][1], dtype=np.uint32), *d['np'][2:]))
-    torch.set_rng_state(d['torch'])
-    for k, dl in (('dl_train', learn.dls.train), ('dl_valid', learn.dls.valid)):
-        dl.rng.setstate((3, tuple(d[k]), None))
-    if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
-
-def _plain(o):
-    "fastcore `L`s and tuples as lists, recursively, so `torch.load(weights_only=True)` reads the state back"
-    if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)) or type(o).__name__ == 'L': return [_plain(v) for v in o]
-    if isinstance(o, np.generic): return o.item()
-    return o
-
-def _finite(tensors) -> bool: return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-def save_train_checkpoint(learn, out_dir, epoch: int, keep: int = 2) -> Path:
-    "Write checkpoint `epoch` (epochs done) of `learn` under `out_dir`/checkpoints atomically; refuses non-finite weights"
-    u, ema = _unet(learn), getattr(learn, 'ema', None)
-    if not _finite(u.parameters()) or (ema is not None and not _finite(ema.shadow_params)):
-        raise FloatingPointError(f"not saving checkpoint {epoch}: the weights are not finite")
-    root = Path(out_dir)/'checkpoints'; name = f'epoch-{epoch:04d}'
-    rec = learn.recorder
-    state = dict(epoch=epoch, opt_steps=int(getattr(learn, 'opt_steps', 0)), rng=_rng_state(learn),
-                 opt=_plain(learn.opt.state_dict()) if learn.opt is not None else None,
-                 losses=[float(l) for l in rec.losses], smooth=dict(count=int(rec.smooth_loss.count), val=torch.as_tensor(rec.smooth_loss.val).detach().cpu()), values=[[float(v) for v in vs if isinstance(v, (int, float))] for vs in rec.values],
-                 ema={k: v for k, v in ema.state_dict().items() if k != 'shadow_params'} if ema is not None else None)
-    def write(d):
-        save_file({k: v.detach().contiguous().cpu() for k, v in u.state_dict().items()}, str(Path(d)/'unet.safetensors'))
-        if ema is not None:
-            save_file({f'{i}': p.detach().contiguous().cpu() for i, p in enumerate(ema.shadow_params)}, str(Path(d)/'ema.safetensors'))
-        torch.save(_plain(state), Path(d)/'state.pt')
-    atomic_dir(root/name, write)
-    atomic_write(root/'latest.json', lambda p: Path(p).write_text(json.dumps(dict(latest=name, epoch=epoch))))
-    for old in sorted(root.glob('epoch-*'))[:-keep] if keep else []: shutil.rmtree(old, ignore_errors=True)
-    return root/name
-
-def find_checkpoint(path) -> Path|None:
-    "The checkpoint folder at `path`: a checkpoint itself, or a run folder / checkpoints folder (its latest)"
-    p = Path(path)
-    if (p/'state.pt').exists(): return p
-    for root in (p/'checkpoints', p):
-        if (root/'latest.json').exists(): return root/json.loads((root/'latest.json').read_text())['latest']
-    return None
-
-def load_train_checkpoint(learn, path) -> int:
-    "Restore `learn` (weights, EMA, optimizer, step count, losses, RNG) from a checkpoint; returns the epochs done"
-    ck = find_checkpoint(path)
-    if ck is None: raise FileNotFoundError(f"no checkpoint at {path} (expected state.pt, or checkpoints/latest.json in a run folder)")
-    state = torch.load(ck/'state.pt', weights_only=True)
-    u = _unet(learn)
-    u.load_state_dict(load_file(str(ck/'unet.safetensors'), device=str(next(u.parameters()).device)))
-    if learn.opt is None: learn.create_opt()
-    if state['opt'] is not None: learn.opt.load_state_dict(state['opt'])
-    ema_cb = next((c for c in learn.cbs if isinstance(c, EMA)), None)
-    if ema_cb is not None and (ck/'ema.safetensors').exists():
-        sh = load_file(str(ck/'ema.safetensors'))
-        ema_cb.avg = EMAModel(u.parameters(), decay=ema_cb.decay, use_ema_warmup=ema_cb.warmup, power=ema_cb.power,
-                              model_cls=UNet2DConditionModel, model_config=u.config)
-        ema_cb.avg.load_state_dict({**state['ema'], 'shadow_params': [sh[str(i)] for i in range(len(sh))]})
-    learn.opt_steps = state['opt_steps']
-    learn._resumed_losses, learn._resumed_smooth = state.get('losses', []), state.get('smooth')
-    _set_rng_state(learn, state['rng'])
-    return state['epoch']
-
-class Checkpoint(Callback):
-    "Save a training checkpoint every `every` epochs and at the end (rank 0 only)"
-    order = 90
-    def __init__(self, out_dir, every: int = 1, keep: int = 2): store_attr()
-    def before_fit(self):   # after the Recorder's reset: continue its smoothed loss where the checkpoint left it
-        sm = getattr(self.learn, '_resumed_smooth', None)
-        if sm: self.learn.recorder.smooth_loss.count, self.learn.recorder.smooth_loss.val = sm['count'], sm['val']
-    def after_epoch(self):
-        if _world()[0] != 0: return
-        if (self.epoch + 1) % self.every == 0 or self.epoch == self.n_epoch - 1:
-            save_train_checkpoint(self.learn, self.out_dir, self.epoch + 1, self.keep)
+def sample_images(prompts, conditioner: TextConditioner, vae, scheduler, n_per_prompt: int = 2, steps: int = 20,
+                  guidance_scale: float = 4.0, seed: int = 0):
+    "`make_images(learn)` for `ImageGrid`: `n_per_prompt` guided samples per prompt from the trained UNet, decoded"
+    def make_images(learn):
+        u = trained_model(learn)
+        emb = conditioner([p for p in prompts for _ in range(n_per_prompt)], device=next(u.parameters()).device)[0]
+        unc = conditioner([''], device=emb.device)[0]
+        z = sample_latents(u, scheduler.config, emb, unc, steps=steps, guidance_scale=guidance_scale, seed=seed)
+        return decode_latents(vae, z) if vae is not None else z[:, :3].clamp(-1, 1)
+    return make_images
 
 # %% ../nbs/05_unet_diffusion.ipynb #db57cb0b
 def diffusion_learner(dls, unet, conditioner: TextConditioner, noise_scheduler, lr: float = 1e-3, wd: float = 0.01,
@@ -456,126 +220,94 @@ def diffusion_learner(dls, unet, conditioner: TextConditioner, noise_scheduler, 
                       distributed_cpu: bool = False, channels_last: bool = False, opt_func=None, cbs=None) -> Learner:
     "A fastai `Learner` that trains `unet` to denoise the latents of `dls` conditioned on their captions"
     cbs_ = [CFGDropout(cfg_dropout), EncodeText(conditioner), AddNoise(noise_scheduler), Autocast(bf16),
-            GradAccum(grad_accum), NaNGuard()]
+            GradAccum(grad_accum), NaNGuard()]   # the batch callbacks above, the step callbacks of 01c_training
     if vae_on_the_fly is not None: cbs_.append(EncodeImages(vae_on_the_fly))
     if distributed_cpu: cbs_.append(SyncGrads())
     if clip_norm: cbs_.append(ClipGrad(clip_norm))
     if ema_decay: cbs_.append(EMA(ema_decay))
     learn = Learner(dls, LatentDenoiser(unet, channels_last), loss_func=DiffusionLoss(noise_scheduler, snr_gamma),
-                    opt_func=opt_func or partial(OptimWrapper, opt=torch.optim.AdamW), lr=lr, wd=wd, cbs=cbs_ + list(cbs or []))
+                    opt_func=opt_func or partial(OptimWrapper, opt=torch.optim.AdamW), lr=lr, wd=wd,
+                    cbs=cbs_ + list(cbs or []))
     learn.noise_scheduler, learn.conditioner = noise_scheduler, conditioner
     return learn
 
-# %% ../nbs/05_unet_diffusion.ipynb #a62d7b45
+# %% ../nbs/05_unet_diffusion.ipynb #4cb81c9d
 SAMPLE_PROMPTS = ('a smiling woman with blond hair', 'a man with a beard and eyeglasses',
                   'a young woman with black hair wearing a hat', 'an old man with gray hair')
 
-def _init_distributed():
-    "Start the process group when launched by torchrun / accelerate (gloo on CPU, nccl on CUDA); returns (rank, world)"
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
-        from accelerate import PartialState
-        PartialState(cpu=not torch.cuda.is_available())
-    return _world()
-
-def _barrier():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): dist.barrier()
-
-def train_unet(out_dir=None, data_path=None, vae_path=None, text_encoder_path=None, preset: str = 'tiny',
-               n_images: int|None = None, epochs: int = 2, bs: int|None = None, lr: float|None = None,
-               prediction_type: str = 'epsilon', beta_schedule: str = 'cosine', snr_gamma: float|None = 5.0,
-               cfg_dropout: float = 0.1, ema_decay: float|None = 0.999, grad_accum: int = 1, clip_norm: float|None = 1.0,
-               resume=None, seed: int = 42, cache_dir=None, sample_every: int = 1, checkpoint_every: int = 1,
-               sample_prompts=SAMPLE_PROMPTS, device=None, bf16: bool = True, channels_last: bool = False,
-               compile: bool = False, num_workers: int = 0, image_size: int|None = None, cbs=None,
-               progress: bool = True) -> Learner:
-    "Train a cross-attention UNet on cached latents; saves weights, EMA weights, scheduler, checkpoints and grids in `out_dir`"
-    p = unet_preset(preset)
-    rank, world = _init_distributed()
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if device.type == 'cuda' and world > 1: device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
-    out = Path(out_dir or tempfile.mkdtemp(prefix='unet-')); out.mkdir(parents=True, exist_ok=True)
-    bs, lr = bs or p['bs'], lr or p['lr']
-    # data
+def unet_inputs(out: Path, data_path=None, vae_path=None, text_encoder_path=None, preset: str = 'tiny',
+                n_images: int|None = None, seed: int = 42, device=None) -> tuple:
+    "(data frame, frozen VAE, text conditioner) of a UNet run; a synthetic set, random tiny VAE and encoder stand in"
+    rank, p = world()[0], unet_preset(preset)
     if data_path is None:
         data_path = out/'synthetic'
         if rank == 0 and not (data_path/'list_attr_celeba.csv').exists():
             make_synthetic_celeba(data_path, n_images or 300, seed=seed, workers=1)
-        _barrier()
+        barrier()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore'); df = as_frame(load_celeba(data_path), n_images, seed)
-    # VAE
     if vae_path is not None: vae = load_pretrained_vae(str(vae_path))
     else: torch.manual_seed(seed); vae = vae_from_preset('tiny' if preset == 'tiny' else p['vae'])
     vae = vae.to(device).eval().requires_grad_(False)
-    size = image_size or p['image_size']
-    # text encoder
     if text_encoder_path is not None: tok, te = load_text_encoder(str(text_encoder_path), device=device)
     else:
         tok, te = random_text_encoder(caption_corpus(df, n_per_image=4, seed=seed), 'tiny', seed=seed)
         if rank == 0: atomic_dir(out/'text_encoder', lambda d: (te.save_pretrained(d), tok.save_pretrained(d)))
-    cond = TextConditioner(tok, te.to(device))
-    # latent cache, built once by rank 0
+    return df, vae, TextConditioner(tok, te.to(device))
+
+# %% ../nbs/05_unet_diffusion.ipynb #b125583f
+def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny', bs: int|None = None,
+                 lr: float|None = None, prediction_type: str = 'epsilon', beta_schedule: str = 'cosine',
+                 seed: int = 42, cache_dir=None, image_size: int|None = None, sample_every: int = 1,
+                 checkpoint_every: int = 1, sample_prompts=SAMPLE_PROMPTS, device=None, num_workers: int = 0,
+                 cbs=None, **learner_kw) -> Learner:
+    "The latent cache (built once, by rank 0), the UNet and its `Learner` with the run's checkpoints, metrics and grids"
+    (rank, n_proc), p = world(), unet_preset(preset)
+    device = torch.device(device) if device is not None else cond.device
     cache = Path(cache_dir or out/'latents')
-    if rank == 0: build_latent_cache(vae, df, cache, size=size, bs=64)
-    _barrier()
-    meta = read_cache_meta(cache)
-    C, h = meta['shape'][1], meta['shape'][2]
+    if rank == 0: build_latent_cache(vae, df, cache, size=image_size or p['image_size'], bs=64)
+    barrier()
+    C, h = read_cache_meta(cache)['shape'][1:3]
     set_seed(seed)
-    fastai_ddp = world > 1 and device.type == 'cuda'
-    dls = latent_dls(cache, bs=bs, num_workers=num_workers, device=device, seed=seed,
-                     rank=0 if fastai_ddp else rank, world_size=1 if fastai_ddp else world)
+    fastai_ddp = n_proc > 1 and device.type == 'cuda'     # GPUs: fastai's DDP shards the data itself
+    dls = latent_dls(cache, bs=bs or p['bs'], num_workers=num_workers, device=device, seed=seed,
+                     rank=0 if fastai_ddp else rank, world_size=1 if fastai_ddp else n_proc)
     unet = unet_from_preset(preset, cross_attention_dim=cond.dim, latent_channels=C, sample_size=h).to(device)
     sched = make_noise_scheduler(beta_schedule, prediction_type)
     extra = [Checkpoint(out, every=checkpoint_every)]
+    if rank == 0: extra.append(MetricsLog(out))
     if sample_every and rank == 0:
-        extra.append(SampleGrid(list(sample_prompts), cond, vae, sched, out, every=sample_every))
-    learn = diffusion_learner(dls, unet, cond, sched, lr=lr, snr_gamma=snr_gamma, cfg_dropout=cfg_dropout,
-                              ema_decay=ema_decay, grad_accum=grad_accum, clip_norm=clip_norm, bf16=bf16,
-                              distributed_cpu=world > 1 and not fastai_ddp, channels_last=channels_last, cbs=extra + list(cbs or []))
-    if compile: learn.model.unet = torch.compile(learn.model.unet)
-    start = 0
-    if resume is not None:
-        start = load_train_checkpoint(learn, resume)
-    t0 = time.time()
-    if fastai_ddp: import fastai.distributed  # noqa: F401 (patches Learner.distrib_ctx)
-    ctx = learn.distrib_ctx() if fastai_ddp else _nullctx()
-    with ctx:
-        if not progress or rank != 0:
-            with learn.no_bar(): learn.fit_one_cycle(epochs, lr, start_epoch=start)
-        else: learn.fit_one_cycle(epochs, lr, start_epoch=start)
-    learn.train_seconds = time.time() - t0
-    if rank == 0: save_unet_run(learn, out, vae_path=vae_path)
-    _barrier()
+        extra.append(ImageGrid(sample_images(list(sample_prompts), cond, vae, sched), out/'samples', every=sample_every,
+                               ncols=4))
+    learn = diffusion_learner(dls, unet, cond, sched, lr=lr or p['lr'], distributed_cpu=n_proc > 1 and not fastai_ddp,
+                              cbs=extra + list(cbs or []), **learner_kw)
+    learn.fastai_ddp = fastai_ddp
     return learn
 
-class _nullctx:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
+# %% ../nbs/05_unet_diffusion.ipynb #aec8292d
+def fit_unet(learn, epochs: int, lr: float|None = None, start: int = 0, progress: bool = True) -> Learner:
+    "One-cycle training of `learn` from epoch `start`: under fastai's DDP on several GPUs, a bar only on rank 0"
+    if learn.fastai_ddp: import fastai.distributed  # noqa: F401 (patches Learner.distrib_ctx; only multi-GPU runs need it)
+    t0 = time.time()
+    with learn.distrib_ctx() if learn.fastai_ddp else nullcontext():
+        with learn.no_bar() if not progress or world()[0] != 0 else nullcontext():
+            learn.fit_one_cycle(epochs, lr or learn.lr, start_epoch=start)
+    learn.train_seconds = time.time() - t0
+    return learn
 
+# %% ../nbs/05_unet_diffusion.ipynb #c21500a4
 def save_unet_run(learn, out_dir, vae_path=None) -> Path:
-    "Save the UNet (raw and EMA), the scheduler, the loss plot and metrics.json into `out_dir`"
-    out = Path(out_dir); u = _unet(learn)
-    if not _finite(u.parameters()): raise FloatingPointError("not saving the UNet: its weights are not finite")
+    "Save the UNet (raw and EMA), the scheduler, and the run's summary in metrics.json into `out_dir`"
+    out, u = Path(out_dir), trained_model(learn)
+    if not finite(u.parameters()): raise FloatingPointError("not saving the UNet: its weights are not finite")
     atomic_dir(out/'unet', lambda d: u.save_pretrained(d))
-    ema = getattr(learn, 'ema', None)
-    if ema is not None:
-        eu = UNet2DConditionModel.from_config(u.config); ema.copy_to(list(eu.parameters()))
-        atomic_dir(out/'unet_ema', lambda d: eu.save_pretrained(d))
+    ema = next((c for c in learn.cbs if isinstance(c, EMA)), None)
+    if ema is not None: atomic_dir(out/'unet_ema', ema.ema_copy().save_pretrained)
     atomic_dir(out/'scheduler', lambda d: learn.noise_scheduler.save_pretrained(d))
-    losses = list(getattr(learn, '_resumed_losses', [])) + [float(l) for l in learn.recorder.losses]
-    if losses:
-        import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(losses, alpha=.4, label='train (batch)')
-        k = max(1, len(losses) // 50); ax.plot(np.convolve(losses, np.ones(k)/k, mode='valid'), label=f'train ({k}-batch mean)')
-        ax.set_xlabel('batch'); ax.set_ylabel('loss'); ax.set_yscale('log'); ax.legend()
-        atomic_write(out/'loss.png', lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')); plt.close(fig)
-    vals = learn.recorder.values[-1] if learn.recorder.values else []
-    m = dict(train_loss=float(vals[0]) if len(vals) > 0 else None, valid_loss=float(vals[1]) if len(vals) > 1 else None,
-             opt_steps=int(getattr(learn, 'opt_steps', 0)), params=n_params(u), seconds=getattr(learn, 'train_seconds', None),
-             vae_path=None if vae_path is None else str(vae_path), prediction_type=learn.noise_scheduler.config.prediction_type)
-    atomic_write(out/'metrics.json', lambda p: Path(p).write_text(json.dumps(m, indent=1)))
+    log = next((c for c in learn.cbs if isinstance(c, MetricsLog)), None) or MetricsLog(out)
+    if not hasattr(log, 'history'): log.learn, log.history = learn, []
+    log.write(opt_steps=int(getattr(learn, 'opt_steps', 0)), params=n_params(u), seconds=getattr(learn, 'train_seconds', None),
+              vae_path=None if vae_path is None else str(vae_path), prediction_type=learn.noise_scheduler.config.prediction_type)
     return out
 
 def load_unet(path, ema: bool = True, device=None) -> UNet2DConditionModel:
@@ -584,6 +316,54 @@ def load_unet(path, ema: bool = True, device=None) -> UNet2DConditionModel:
     for d in ([p/'unet_ema'] if ema else []) + [p/'unet', p]:
         if (d/'config.json').exists(): return UNet2DConditionModel.from_pretrained(str(d)).to(device or 'cpu').eval()
     raise FileNotFoundError(f"no saved UNet in {p} (expected unet_ema/ or unet/ with config.json)")
+
+# %% ../nbs/05_unet_diffusion.ipynb #518a1ba8
+def train_unet(out_dir=None,               # run folder: weights, EMA weights, checkpoints, grids, metrics (None: a temp dir)
+               data_path=None,             # CelebA folder/zip (None: draw a small synthetic set)
+               vae_path=None,              # trained VAE folder (None: a random tiny VAE, plumbing only)
+               text_encoder_path=None,     # tokenizer + text encoder folder (None: a random tiny CLIP text model)
+               preset: str = 'tiny',       # tiny | celeba64 | celeba64-gpu | celeba128-gpu
+               n_images: int|None = None,  # images used (None: all)
+               epochs: int = 2,            # passes over the training data
+               bs: int|None = None,        # batch size per process (None: the preset's)
+               lr: float|None = None,      # peak learning rate of the one-cycle schedule (None: the preset's)
+               prediction_type: str = 'epsilon', # epsilon | v_prediction
+               beta_schedule: str = 'cosine',    # linear | scaled_linear | cosine
+               snr_gamma: float|None = 5.0,      # min-SNR-gamma loss weighting (None: plain MSE)
+               cfg_dropout: float = 0.1,         # probability that a caption is replaced by the empty prompt
+               ema_decay: float|None = 0.999,    # EMA decay of the weights that are sampled from (None: no EMA)
+               grad_accum: int = 1,              # batches per optimizer step
+               clip_norm: float|None = 1.0,      # gradient norm clip (None: no clipping)
+               resume=None,                      # a run folder or checkpoint to continue from
+               seed: int = 42,                   # random seed
+               cache_dir=None,                   # latent cache folder (None: OUT_DIR/latents)
+               sample_every: int = 1,            # epochs between sample grids (0: none)
+               checkpoint_every: int = 1,        # epochs between checkpoints
+               sample_prompts=SAMPLE_PROMPTS,    # prompts of the sample grids
+               device=None,                      # cpu | cuda (None: cuda when available)
+               bf16: bool = True,                # bf16 autocast on CUDA
+               channels_last: bool = False,      # channels-last memory format (GPU)
+               compile: bool = False,            # torch.compile the UNet (GPU)
+               num_workers: int = 0,             # data loading processes
+               image_size: int|None = None,      # image size the VAE was trained at (None: the preset's)
+               cbs=None,                         # more callbacks
+               progress: bool = True) -> Learner:  # show the progress bar
+    "Train a cross-attention UNet on cached latents; saves weights, EMA weights, scheduler, checkpoints and grids"
+    rank, n_proc = init_distributed()
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if device.type == 'cuda' and n_proc > 1: device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+    out = Path(out_dir or tempfile.mkdtemp(prefix='unet-')); out.mkdir(parents=True, exist_ok=True)
+    df, vae, cond = unet_inputs(out, data_path, vae_path, text_encoder_path, preset, n_images, seed, device)
+    learn = unet_learner(out, df, vae, cond, preset, bs, lr, prediction_type, beta_schedule, seed, cache_dir, image_size,
+                         sample_every, checkpoint_every, sample_prompts, device, num_workers, cbs, snr_gamma=snr_gamma,
+                         cfg_dropout=cfg_dropout, ema_decay=ema_decay, grad_accum=grad_accum, clip_norm=clip_norm,
+                         bf16=bf16, channels_last=channels_last)
+    if compile: learn.model.unet = torch.compile(learn.model.unet)
+    start = load_checkpoint(learn, resume) if resume is not None else 0
+    fit_unet(learn, epochs, start=start, progress=progress)
+    if rank == 0: save_unet_run(learn, out, vae_path=vae_path)
+    barrier()
+    return learn
 
 # %% ../nbs/05_unet_diffusion.ipynb #9e497f31
 @call_parse
@@ -611,7 +391,9 @@ def train_unet_cli(out_dir: str,                     # folder for weights, check
                    threads: int = None):             # torch CPU threads
     "Train the cross-attention UNet on cached VAE latents"
     if threads: torch.set_num_threads(threads)
-    learn = train_unet(out_dir, data_path, vae_path, text_encoder_path, preset, n_images, epochs, bs, lr, prediction_type,
-                       beta_schedule, snr_gamma or None, cfg_dropout, ema_decay or None, grad_accum, resume=resume, seed=seed,
-                       cache_dir=cache_dir, device=device, channels_last=channels_last, compile=compile)
-    if _world()[0] == 0: print(json.dumps(json.loads((Path(out_dir)/'metrics.json').read_text())))
+    learn = train_unet(out_dir, data_path=data_path, vae_path=vae_path, text_encoder_path=text_encoder_path, preset=preset,
+                       n_images=n_images, epochs=epochs, bs=bs, lr=lr, prediction_type=prediction_type,
+                       beta_schedule=beta_schedule, snr_gamma=snr_gamma or None, cfg_dropout=cfg_dropout,
+                       ema_decay=ema_decay or None, grad_accum=grad_accum, resume=resume, seed=seed, cache_dir=cache_dir,
+                       device=device, channels_last=channels_last, compile=compile)
+    if world()[0] == 0: print(json.dumps(json.loads((Path(out_dir)/'metrics.json').read_text())))
