@@ -4,8 +4,10 @@
 
 # %% auto #0
 __all__ = ['INVARIANCE', 'SchedulerName', 'SEED_MAX', 'IMAGE_FORMATS', 'NPY_MAGIC', 'app', 'Settings', 'request_model',
-           'UploadError', 'png_bytes', 'read_image', 'image_tensor', 'read_latent', 'latent_bytes', 'QueueFull',
-           'BatchWorker', 'BodyLimit', 'model_info', 'create_app', 'web_page', 'serve']
+           'UploadError', 'png_bytes', 'read_image', 'image_tensor', 'latent_bytes', 'read_latent', 'QueueFull',
+           'BatchWorker', 'web_page', 'BodyLimit', 'model_info', 'start_inference', 'lifespan', 'ready_pipe',
+           'in_thread', 'on_invalid_request', 'on_upload_error', 'page_router', 'status_router', 'generate_router',
+           'latent_router', 'create_app', 'serve']
 
 # %% ../nbs/07_api.ipynb #40b1a96e
 import asyncio, base64, collections, copy, io, math, os, random, struct, time, warnings
@@ -15,9 +17,9 @@ from dataclasses import dataclass, fields, asdict
 from types import SimpleNamespace
 from typing import Literal
 
-import numpy as np, torch
+import numpy as np, torch, uvicorn
 from PIL import Image, UnidentifiedImageError
-from fastapi import FastAPI, File, Query, Request, UploadFile, HTTPException
+from fastapi import APIRouter, FastAPI, File, Query, Request, UploadFile, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +27,8 @@ from fastcore.script import call_parse
 import safetensors.numpy
 
 import text2img_diffusion
-from .sampling import SCHEDULERS, DEFAULT_STRENGTH, Text2FacePipeline, load_pipeline, seeded_generators
+from .sampling import (
+    SCHEDULERS, DEFAULT_STRENGTH, Text2FacePipeline, load_pipeline, seeded_generators)
 from .vae import encode_latents, decode_latents, downsample_factor
 
 # %% ../nbs/07_api.ipynb #7b3013af
@@ -48,7 +51,8 @@ class Settings:
     max_guidance: float = 20.0      # largest classifier-free guidance scale
     max_upload_bytes: int = 4_000_000   # largest request body (images, latents, JSON)
     max_image_side: int = 1024      # largest width or height of an uploaded image, in pixels
-    batch_invariant: str = 'off'    # on: a batched image is bit for bit its seed alone (slower batches); auto: on for the CPU
+    batch_invariant: str = 'off'    # on: a batched image is bit for bit its seed alone (slower batches);
+                                    # auto: on for the CPU
 
     @classmethod
     def from_env(cls, env=None, **overrides) -> 'Settings':
@@ -59,7 +63,8 @@ class Settings:
             var, raw = 'T2I_' + f.name.upper(), env.get('T2I_' + f.name.upper())
             if raw is None: continue
             try: kw[f.name] = type(f.default)(raw.strip())
-            except ValueError: raise ValueError(f"{var}={raw!r} is not a valid {type(f.default).__name__}") from None
+            except ValueError:
+                raise ValueError(f"{var}={raw!r} is not a valid {type(f.default).__name__}") from None
         kw.update({k: v for k, v in overrides.items() if v is not None})
         s = cls(**kw)
         s.check()
@@ -67,13 +72,19 @@ class Settings:
 
     def check(self):
         "Refuse settings the server cannot run with"
-        for name in ('max_batch', 'queue_size', 'max_prompt_chars', 'max_n', 'max_steps', 'max_upload_bytes', 'max_image_side'):
-            if getattr(self, name) < 1: raise ValueError(f"T2I_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        for name in ('max_batch', 'queue_size', 'max_prompt_chars', 'max_n', 'max_steps', 'max_upload_bytes',
+                     'max_image_side'):
+            if getattr(self, name) < 1:
+                raise ValueError(f"T2I_{name.upper()} must be at least 1, got {getattr(self, name)}")
         for name in ('timeout', 'max_guidance'):
-            if not getattr(self, name) > 0: raise ValueError(f"T2I_{name.upper()} must be positive, got {getattr(self, name)}")
+            if not getattr(self, name) > 0:
+                raise ValueError(f"T2I_{name.upper()} must be positive, got {getattr(self, name)}")
         if self.batch_wait < 0: raise ValueError(f"T2I_BATCH_WAIT must be >= 0, got {self.batch_wait}")
-        if self.queue_size < self.max_n: raise ValueError(f"T2I_QUEUE_SIZE ({self.queue_size}) must be at least T2I_MAX_N ({self.max_n})")
-        if self.batch_invariant not in INVARIANCE: raise ValueError(f"T2I_BATCH_INVARIANT must be one of {', '.join(INVARIANCE)}, got {self.batch_invariant!r}")
+        if self.queue_size < self.max_n:
+            raise ValueError(f"T2I_QUEUE_SIZE ({self.queue_size}) must be at least T2I_MAX_N ({self.max_n})")
+        if self.batch_invariant not in INVARIANCE:
+            raise ValueError(f"T2I_BATCH_INVARIANT must be one of {', '.join(INVARIANCE)}, "
+                             f"got {self.batch_invariant!r}")
 
 # %% ../nbs/07_api.ipynb #f3f83208
 SchedulerName = Literal[tuple(SCHEDULERS)]
@@ -81,20 +92,26 @@ SEED_MAX = 2**32 - 1
 
 def request_model(s: Settings) -> type:
     "The pydantic model of a `/generate` request, with the limits of `s`"
+    default_steps = min(20, s.max_steps)
+    examples = [{'prompt': 'a smiling woman with blond hair and eyeglasses', 'n': 1, 'steps': default_steps, 'seed': 0},
+                {'prompt': 'a bald man with a mustache', 'negative_prompt': 'eyeglasses', 'n': min(4, s.max_n),
+                 'steps': default_steps, 'guidance_scale': 3.0, 'seed': 42, 'scheduler': 'dpm++', 'init': 'auto'}]
     class GenerateRequest(BaseModel):
-        model_config = ConfigDict(extra='forbid', json_schema_extra={'examples': [
-            {'prompt': 'a smiling woman with blond hair and eyeglasses', 'n': 1, 'steps': min(20, s.max_steps), 'seed': 0},
-            {'prompt': 'a bald man with a mustache', 'negative_prompt': 'eyeglasses', 'n': min(4, s.max_n),
-             'steps': min(20, s.max_steps), 'guidance_scale': 3.0, 'seed': 42, 'scheduler': 'dpm++', 'init': 'auto'}]})
+        model_config = ConfigDict(extra='forbid', json_schema_extra={'examples': examples})
         prompt: str = Field(min_length=1, max_length=s.max_prompt_chars, description='what to draw')
-        negative_prompt: str = Field('', max_length=s.max_prompt_chars, description="what to steer away from ('' = unconditional)")
+        negative_prompt: str = Field('', max_length=s.max_prompt_chars,
+                                     description="what to steer away from ('' = unconditional)")
         n: int = Field(1, ge=1, le=s.max_n, description='images to make; 1 returns image/png, more return JSON')
-        steps: int = Field(min(20, s.max_steps), ge=1, le=s.max_steps, description='denoising steps')
-        guidance_scale: float = Field(3.0, ge=0, le=s.max_guidance, description='classifier-free guidance weight (1 = none)')
-        seed: int|None = Field(None, ge=0, le=SEED_MAX, description='seed of the first image (image i gets seed + i); omitted = random')
+        steps: int = Field(default_steps, ge=1, le=s.max_steps, description='denoising steps')
+        guidance_scale: float = Field(3.0, ge=0, le=s.max_guidance,
+                                      description='classifier-free guidance weight (1 = none)')
+        seed: int|None = Field(None, ge=0, le=SEED_MAX,
+                               description='seed of the first image (image i gets seed + i); omitted = random')
         scheduler: SchedulerName = Field('dpm++', description='sampler')
-        init: Literal['auto', 'cvae', 'noise'] = Field('auto', description="start from the text prior ('cvae') or noise; auto = cvae when the model has one")
-        strength: float = Field(DEFAULT_STRENGTH, gt=0, le=1, description='with init=cvae: fraction of the schedule to run')
+        init: Literal['auto', 'cvae', 'noise'] = Field(
+            'auto', description="start from the text prior ('cvae') or noise; auto = cvae when the model has one")
+        strength: float = Field(DEFAULT_STRENGTH, gt=0, le=1,
+                                description='with init=cvae: fraction of the schedule to run')
     return GenerateRequest
 
 # %% ../nbs/07_api.ipynb #4d3c1651
@@ -102,11 +119,13 @@ class UploadError(ValueError):
     "Bad upload: `status` is the HTTP status to answer with (413, 415 or 422)"
     def __init__(self, status: int, msg: str): super().__init__(msg); self.status = status
 
-IMAGE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP')
-
+# %% ../nbs/07_api.ipynb #274529d9
 def png_bytes(im: Image.Image) -> bytes:
     "PNG file bytes of `im`"
     buf = io.BytesIO(); im.save(buf, format='PNG'); return buf.getvalue()
+
+# %% ../nbs/07_api.ipynb #3ca343fb
+IMAGE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP')
 
 def read_image(data: bytes, max_side: int = 1024) -> Image.Image:
     "An RGB image from uploaded bytes, refusing non-images (415), oversized (413) and corrupt or truncated files (422)"
@@ -115,28 +134,43 @@ def read_image(data: bytes, max_side: int = 1024) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-        raise UploadError(415, f"the upload is not a readable image ({type(e).__name__}): send a PNG, JPEG, WebP or BMP image") from None
+    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as e:
+        raise UploadError(415, f"the upload is not a readable image ({type(e).__name__}): "
+                               "send a PNG, JPEG, WebP or BMP image") from None
     if im.format not in IMAGE_FORMATS:
         raise UploadError(415, f"{im.format} images are not accepted: send a PNG, JPEG, WebP or BMP image")
     w, h = im.size
-    if max(w, h) > max_side: raise UploadError(413, f"the image is {w}x{h} pixels; at most {max_side} pixels per side are accepted")
+    if max(w, h) > max_side:
+        raise UploadError(413, f"the image is {w}x{h} pixels; at most {max_side} pixels per side are accepted")
     if min(w, h) < 1: raise UploadError(422, f"the image is {w}x{h} pixels: it has no pixels")
     try: im.load()
-    except Exception as e: raise UploadError(422, f"the image could not be decoded, it is truncated or corrupt: {e}") from None
+    except Exception as e:
+        raise UploadError(422, f"the image could not be decoded, it is truncated or corrupt: {e}") from None
     return im.convert('RGB')
 
+# %% ../nbs/07_api.ipynb #19898d6c
 def image_tensor(im: Image.Image, size: int) -> torch.Tensor:
     "A [1,3,size,size] tensor in [-1,1]: `im` centre-cropped to a square and resized"
     w, h = im.size; m = min(w, h)
-    im = im.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m)).resize((size, size), Image.BICUBIC)
+    left, top = (w - m) // 2, (h - m) // 2
+    im = im.crop((left, top, left + m, top + m)).resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+
+# %% ../nbs/07_api.ipynb #5154b3fe
+def latent_bytes(z: np.ndarray, fmt: str = 'npy') -> bytes:
+    "A latent array as `.npy` or safetensors (tensor 'latent') bytes"
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    if fmt == 'safetensors':
+        return safetensors.numpy.save({'latent': z}, metadata={'format': 'text2img_diffusion latent (scaled)'})
+    if fmt != 'npy': raise ValueError(f"format must be 'npy' or 'safetensors', got {fmt!r}")
+    buf = io.BytesIO(); np.save(buf, z, allow_pickle=False); return buf.getvalue()
 
 # %% ../nbs/07_api.ipynb #fddcae8e
 NPY_MAGIC = b'\x93NUMPY'
 
 def _npy_header(data: bytes) -> tuple:
-    "(shape, dtype) from a .npy header, without reading the array"
+    "(shape, dtype, offset of the data) from a .npy header, without reading the array"
     f = io.BytesIO(data)
     version = np.lib.format.read_magic(f)
     read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
@@ -144,74 +178,84 @@ def _npy_header(data: bytes) -> tuple:
     shape, fortran, dtype = read(f, max_header_size=10_000)
     return shape, dtype, f.tell()
 
+# %% ../nbs/07_api.ipynb #fb74794d
 def read_latent(data: bytes, max_elems: int = 2**22) -> np.ndarray:
     "A float32 array from `.npy` (no pickles) or safetensors bytes; anything else is refused"
     if data[:6] == NPY_MAGIC:
         try: shape, dtype, offset = _npy_header(data)
         except UploadError: raise
         except Exception as e: raise UploadError(422, f"bad .npy header: {e}") from None
-        if dtype.hasobject: raise UploadError(415, ".npy files holding Python objects (pickles) are refused: save a float array")
+        if dtype.hasobject:
+            raise UploadError(415, ".npy files holding Python objects (pickles) are refused: save a float array")
         count = math.prod(shape)
         if count > max_elems: raise UploadError(413, f"the latent has {count} values; at most {max_elems} are accepted")
-        if offset + count * dtype.itemsize > len(data): raise UploadError(422, f"the .npy file is truncated: its header declares shape {shape} {dtype}")
+        if offset + count * dtype.itemsize > len(data):
+            raise UploadError(422, f"the .npy file is truncated: its header declares shape {shape} {dtype}")
         try: a = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as e: raise UploadError(422, f"could not read the .npy file: {e}") from None
     elif len(data) > 9 and data[8:9] == b'{' and 2 <= struct.unpack('<Q', data[:8])[0] <= len(data) - 8:
+        # safetensors: an 8-byte little-endian header length, then the JSON header
         try: d = safetensors.numpy.load(data)
         except Exception as e: raise UploadError(422, f"could not read the safetensors file: {e}") from None
         if 'latent' in d: a = d['latent']
         elif len(d) == 1: a = next(iter(d.values()))
-        else: raise UploadError(422, f"the safetensors file holds {len(d)} tensors ({', '.join(list(d)[:5])}); name the latent 'latent' or send one tensor")
+        else:
+            raise UploadError(422, f"the safetensors file holds {len(d)} tensors ({', '.join(list(d)[:5])}); "
+                                   "name the latent 'latent' or send one tensor")
     else:
-        raise UploadError(415, "the upload is neither a .npy nor a safetensors file (pickled tensors, e.g. from torch.save, are refused): "
-                               "save the latent with numpy.save or safetensors")
+        raise UploadError(415, "the upload is neither a .npy nor a safetensors file (pickled tensors, e.g. from "
+                               "torch.save, are refused): save the latent with numpy.save or safetensors")
     if a.dtype.kind != 'f': raise UploadError(422, f"the latent has dtype {a.dtype}; a float array is expected")
     a = a.astype(np.float32)
     if not np.isfinite(a).all(): raise UploadError(422, "the latent holds NaN or infinite values")
     return a
-
-def latent_bytes(z: np.ndarray, fmt: str = 'npy') -> bytes:
-    "A latent array as `.npy` or safetensors (tensor 'latent') bytes"
-    z = np.ascontiguousarray(z, dtype=np.float32)
-    if fmt == 'safetensors': return safetensors.numpy.save({'latent': z}, metadata={'format': 'text2img_diffusion latent (scaled)'})
-    if fmt != 'npy': raise ValueError(f"format must be 'npy' or 'safetensors', got {fmt!r}")
-    buf = io.BytesIO(); np.save(buf, z, allow_pickle=False); return buf.getvalue()
 
 # %% ../nbs/07_api.ipynb #9bcf1a10
 class QueueFull(Exception):
     "The generation queue has no room; `retry_after` is a suggested wait in seconds"
     def __init__(self, msg: str, retry_after: int): super().__init__(msg); self.retry_after = retry_after
 
+# %% ../nbs/07_api.ipynb #15cfcc2d
 @dataclass
 class _Item:
+    "One queued image: image `index` of request `job`"
     prompt: str; negative: str; seed: int; key: tuple; job: object; index: int
 
 class _Job:
+    "The images of one request, filled in as batches finish; `future` gets them all"
     def __init__(self, n: int, loop): self.images, self.left, self.future = [None] * n, n, loop.create_future()
 
+# %% ../nbs/07_api.ipynb #c4fa997b
 class BatchWorker:
     "Runs generation requests on one inference thread, merging queued images with the same settings into one call"
     def __init__(self, pipe: Text2FacePipeline, executor: ThreadPoolExecutor, max_batch: int = 8, queue_size: int = 64,
                  batch_wait: float = 0.01, batch_invariant: bool|None = None):
-        self.pipe, self.executor, self.max_batch, self.queue_size, self.batch_wait = pipe, executor, max_batch, queue_size, batch_wait
-        self.batch_invariant = batch_invariant
+        self.pipe, self.executor, self.batch_invariant = pipe, executor, batch_invariant
+        self.max_batch, self.queue_size, self.batch_wait = max_batch, queue_size, batch_wait
         self.pending, self.task, self.wake = collections.deque(), None, asyncio.Event()
         self.stats = dict(batches=0, images=0, rejected=0, timeouts=0)
         self.seconds_per_batch, self.running, self.last_batch = None, 0, 0
 
-    def start(self): self.task = asyncio.get_running_loop().create_task(self._loop())
+    def start(self):
+        "Start the batching loop on the running event loop"
+        self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self):
+        "Stop the loop; the requests still queued get `QueueFull`"
         if self.task: self.task.cancel()
         for it in self.pending:
             if not it.job.future.done(): it.job.future.set_exception(QueueFull('the server is shutting down', 5))
         self.pending.clear()
 
     @property
-    def alive(self) -> bool: return self.task is not None and not self.task.done()
+    def alive(self) -> bool:
+        "Is the batching loop running?"
+        return self.task is not None and not self.task.done()
 
     @property
-    def queued(self) -> int: return len(self.pending)
+    def queued(self) -> int:
+        "Images waiting in the queue"
+        return len(self.pending)
 
     def retry_after(self) -> int:
         "Seconds until the queue has likely drained by a batch or more"
@@ -222,7 +266,8 @@ class BatchWorker:
         "PNG bytes of one image per seed; `key` = (steps, guidance_scale, scheduler, init, strength)"
         if self.queued + len(seeds) > self.queue_size:
             self.stats['rejected'] += 1
-            raise QueueFull(f"the server is busy: {self.queued} images queued (limit {self.queue_size}); retry later", self.retry_after())
+            raise QueueFull(f"the server is busy: {self.queued} images queued (limit {self.queue_size}); retry later",
+                            self.retry_after())
         job = _Job(len(seeds), asyncio.get_running_loop())
         self.pending.extend(_Item(prompt, negative, int(s), key, job, i) for i, s in enumerate(seeds))
         self.wake.set()
@@ -248,13 +293,15 @@ class BatchWorker:
     def _run(self, batch: list) -> list:
         "In the inference thread: one pipeline call for the whole batch"
         steps, g, sched, init, strength = batch[0].key
-        out = self.pipe([it.prompt for it in batch], negative_prompt=[it.negative for it in batch], num_inference_steps=steps,
-                        guidance_scale=g, generator=seeded_generators([it.seed for it in batch]), init=init,
-                        strength=strength if init == 'cvae' else DEFAULT_STRENGTH, scheduler=sched, output_type='pil', progress=False,
-                        batch_invariant=self.batch_invariant).images
+        out = self.pipe([it.prompt for it in batch], negative_prompt=[it.negative for it in batch],
+                        num_inference_steps=steps, guidance_scale=g,
+                        generator=seeded_generators([it.seed for it in batch]), init=init,
+                        strength=strength if init == 'cvae' else DEFAULT_STRENGTH, scheduler=sched,
+                        output_type='pil', progress=False, batch_invariant=self.batch_invariant).images
         return [png_bytes(im) for im in out]
 
     async def _loop(self):
+        "Forever: wait for queued images, take a batch, run it on the inference thread, hand out the PNGs"
         loop = asyncio.get_running_loop()
         while True:
             if not self.pending:
@@ -279,198 +326,6 @@ class BatchWorker:
                 job = it.job
                 job.images[it.index] = png; job.left -= 1
                 if job.left == 0 and not job.future.done(): job.future.set_result(job.images)
-
-# %% ../nbs/07_api.ipynb #268a37a6
-class BodyLimit:
-    "ASGI middleware: 413 for request bodies over `max_bytes` (declared or streamed), before the app parses them"
-    def __init__(self, app, max_bytes: int): self.app, self.max_bytes = app, max_bytes
-
-    async def _refuse(self, send, n):
-        body = ('{"detail": "the request body is %s bytes; at most %d are accepted (T2I_MAX_UPLOAD_BYTES)"}' % (n, self.max_bytes)).encode()
-        await send({'type': 'http.response.start', 'status': 413, 'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode()), (b'connection', b'close')]})
-        await send({'type': 'http.response.body', 'body': body})
-
-    async def __call__(self, scope, receive, send):
-        if scope['type'] != 'http' or scope['method'] not in ('POST', 'PUT', 'PATCH'): return await self.app(scope, receive, send)
-        cl = dict(scope['headers']).get(b'content-length')
-        if cl is not None and cl.isdigit():
-            if int(cl) > self.max_bytes: return await self._refuse(send, int(cl))
-            return await self.app(scope, receive, send)
-        body, more = b'', True                       # no length declared: read up to the limit, then replay
-        while more:
-            msg = await receive()
-            if msg['type'] == 'http.disconnect': return
-            body += msg.get('body', b''); more = msg.get('more_body', False)
-            if len(body) > self.max_bytes: return await self._refuse(send, f'more than {self.max_bytes}')
-        sent = False
-        async def replay():
-            nonlocal sent
-            if sent: return await receive()
-            sent = True
-            return {'type': 'http.request', 'body': body, 'more_body': False}
-        await self.app(scope, replay, send)
-
-# %% ../nbs/07_api.ipynb #007036e6
-def _err(status: int, detail: str, headers: dict|None = None) -> JSONResponse:
-    return JSONResponse({'detail': detail}, status_code=status, headers=headers)
-
-_ERRORS = {413: {'description': 'too large (body, image or latent)'}, 415: {'description': 'not an accepted file type'},
-           422: {'description': 'invalid input; `detail` says what and what was expected'},
-           503: {'description': 'busy (queue full, see Retry-After) or the model is not loaded yet'}, 504: {'description': 'timed out'}}
-_ERR_SCHEMA = {'content': {'application/json': {'schema': {'type': 'object', 'properties': {'detail': {'type': 'string'}}}}}}
-
-def model_info(pipe: Text2FacePipeline) -> dict:
-    "What a client needs to know about the loaded model"
-    f = downsample_factor(pipe.vae)
-    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
-    return dict(image_size=s * f, latent_shape=[c, s, s], vae_downsample=f, scaling_factor=float(pipe.vae.config.scaling_factor),
-                has_cvae=pipe.cvae is not None, max_prompt_tokens=pipe.max_prompt_tokens, device=str(pipe.unet.device),
-                dtype=str(pipe.unet.dtype).replace('torch.', ''), prediction_type=pipe.scheduler.config.prediction_type,
-                train_timesteps=pipe.scheduler.config.num_train_timesteps,
-                unet_params=sum(p.numel() for p in pipe.unet.parameters()))
-
-# %% ../nbs/07_api.ipynb #42dded2a
-def create_app(settings: Settings|None = None, model=None) -> FastAPI:
-    "The FastAPI app serving `model` (a pipeline or a folder; default `settings.model`, else the bundled model)"
-    s = settings or Settings.from_env()
-    GenerateRequest = request_model(s)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        ex = ThreadPoolExecutor(1, thread_name_prefix='t2i-inference')
-        src = model if model is not None else (s.model or None)
-        def load():
-            if s.threads: torch.set_num_threads(s.threads)          # in the inference thread itself, too
-            return load_pipeline(src, s.device or None, s.dtype or None)
-        if s.threads: torch.set_num_threads(s.threads)
-        try: pipe = await asyncio.get_running_loop().run_in_executor(ex, load)
-        except FileNotFoundError as e:
-            ex.shutdown()
-            raise RuntimeError(f"cannot serve: {e}. Set T2I_MODEL (or `t2i serve --model`) to a saved pipeline folder.") from None
-        app.state.pipe, app.state.executor = pipe, ex
-        app.state.worker = BatchWorker(pipe, ex, s.max_batch, s.queue_size, s.batch_wait, INVARIANCE[s.batch_invariant])
-        app.state.worker.start()
-        app.state.info = model_info(pipe)
-        # The prompt check runs on the event loop while the inference thread tokenizes: a fast tokenizer used from two
-        # threads at once can fail ('Already borrowed'), so the check gets its own copy.
-        app.state.checker = SimpleNamespace(tokenizer=copy.deepcopy(pipe.tokenizer), max_prompt_tokens=pipe.max_prompt_tokens)
-        app.state.ready = True
-        try: yield
-        finally:
-            app.state.ready = False
-            await app.state.worker.stop()
-            ex.shutdown(wait=False)
-
-    app = FastAPI(title='text2img_diffusion', version=text2img_diffusion.__version__, lifespan=lifespan,
-                  description='Text → face latent diffusion. The web page is at `/`; images are PNG; latents are `.npy` '
-                              'or safetensors (never pickles). Limits come from T2I_* environment variables (see `/info`).')
-    app.state.ready, app.state.settings = False, s
-    app.add_middleware(BodyLimit, max_bytes=s.max_upload_bytes)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        msgs = []
-        for e in exc.errors():
-            where = '.'.join(str(l) for l in e.get('loc', ()) if l not in ('body', 'query'))
-            msgs.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get('msg', 'invalid')))
-        return JSONResponse({'detail': '; '.join(msgs) or 'invalid request',
-                             'errors': [{k: e[k] for k in ('type', 'loc', 'msg') if k in e} for e in exc.errors()]}, status_code=422)
-
-    @app.exception_handler(UploadError)
-    async def bad_upload(request: Request, exc: UploadError): return _err(exc.status, str(exc))
-
-    def ready_pipe(request: Request) -> Text2FacePipeline:
-        if not request.app.state.ready: raise HTTPException(503, 'the model is still loading', headers={'Retry-After': '5'})
-        return request.app.state.pipe
-
-    async def in_thread(request: Request, f, *args):
-        "Run `f` on the inference thread, within the request timeout"
-        fut = asyncio.get_running_loop().run_in_executor(request.app.state.executor, f, *args)
-        try: return await asyncio.wait_for(fut, s.timeout)
-        except asyncio.TimeoutError: raise HTTPException(504, f'timed out after {s.timeout:g} s (T2I_TIMEOUT)') from None
-
-    @app.get('/', response_class=HTMLResponse, include_in_schema=False)
-    async def page(request: Request):
-        return HTMLResponse(web_page(s, request.app.state.info['has_cvae'] if request.app.state.ready else True))
-
-    @app.get('/health', responses={503: {'description': 'model not loaded yet, or the worker stopped'}})
-    async def health(request: Request):
-        "200 once the model is loaded and the batch worker runs; 503 otherwise"
-        st = request.app.state
-        if not st.ready or not st.worker.alive: return _err(503, 'not ready: the model is loading or the worker stopped')
-        return {'status': 'ok', 'queued': st.worker.queued, 'running': st.worker.running, 'device': st.info['device']}
-
-    @app.get('/info')
-    async def info(request: Request):
-        "The model's configuration, the schedulers, the limits and the batching settings"
-        st = request.app.state
-        lim = {k: v for k, v in asdict(s).items() if k.startswith('max_') or k in ('timeout', 'queue_size')}
-        lim.update(seed_max=SEED_MAX, min_guidance=0.0, max_latent_side=s.max_image_side // (st.info['vae_downsample'] if st.ready else 1))
-        return dict(ready=st.ready, model=st.info if st.ready else None, model_path=s.model or 'bundled',
-                    schedulers=list(SCHEDULERS), inits=['auto', 'cvae', 'noise'], limits=lim,
-                    batching=dict(max_batch=s.max_batch, batch_wait=s.batch_wait, queued=st.worker.queued if st.ready else 0,
-                                  **(st.worker.stats if st.ready else {})))
-
-    @app.post('/generate', response_class=Response, responses={
-        200: {'description': 'one image: image/png (its seed in X-Seed); several: JSON with base64 PNGs and their seeds',
-              'content': {'image/png': {'schema': {'type': 'string', 'format': 'binary'}},
-                          'application/json': {'schema': {'type': 'object', 'properties': {
-                              'images': {'type': 'array', 'items': {'type': 'string', 'format': 'byte'}},
-                              'seeds': {'type': 'array', 'items': {'type': 'integer'}}, 'media_type': {'type': 'string'}}}}}},
-        **{k: {**v, **_ERR_SCHEMA} for k, v in _ERRORS.items()}})
-    async def generate(req: GenerateRequest, request: Request):
-        "Faces for a prompt: n images with seeds seed, seed+1, …"
-        pipe = ready_pipe(request)
-        init = req.init if req.init != 'auto' else ('cvae' if pipe.cvae is not None else 'noise')
-        if init == 'cvae' and pipe.cvae is None: return _err(422, "init: this model has no CVAE prior; use init='noise' or 'auto'")
-        try:
-            Text2FacePipeline.check_prompts(request.app.state.checker, [req.prompt])
-            Text2FacePipeline.check_prompts(request.app.state.checker, [req.negative_prompt], 'negative_prompt')
-        except (ValueError, TypeError) as e: return _err(422, str(e))
-        seed = req.seed if req.seed is not None else random.randint(0, SEED_MAX - req.n)
-        seeds = [seed + i for i in range(req.n)]
-        key = (req.steps, float(req.guidance_scale), req.scheduler, init, float(req.strength) if init == 'cvae' else 0.)
-        try: pngs = await request.app.state.worker.generate(req.prompt, req.negative_prompt, seeds, key, s.timeout)
-        except QueueFull as e: return _err(503, str(e), {'Retry-After': str(e.retry_after)})
-        except asyncio.TimeoutError: return _err(504, f'generation timed out after {s.timeout:g} s (T2I_TIMEOUT)')
-        accept = request.headers.get('accept', '')
-        wants_json = 'application/json' in accept and 'image/png' not in accept
-        if req.n == 1 and not wants_json: return Response(pngs[0], media_type='image/png', headers={'X-Seed': str(seeds[0])})
-        return JSONResponse({'images': [base64.b64encode(p).decode() for p in pngs], 'seeds': seeds, 'media_type': 'image/png'})
-
-    @app.post('/encode', response_class=Response, responses={
-        200: {'description': 'the scaled latent [1, C, h, w] float32', 'content': {'application/octet-stream': {'schema': {'type': 'string', 'format': 'binary'}}}},
-        **{k: {**_ERRORS[k], **_ERR_SCHEMA} for k in (413, 415, 422, 503, 504)}})
-    async def encode(request: Request, file: UploadFile = File(description='a PNG, JPEG, WebP or BMP image'),
-                     fmt: Literal['npy', 'safetensors'] = Query('npy', alias='format', description='latent file format')):
-        "Encode an image (centre-cropped and resized to the model's size) to its scaled VAE latent"
-        pipe = ready_pipe(request)
-        im = read_image(await file.read(), s.max_image_side)
-        x = image_tensor(im, request.app.state.info['image_size'])
-        def enc():
-            with torch.no_grad(): return encode_latents(pipe.vae, x).float().cpu().numpy()
-        z = await in_thread(request, enc)
-        return Response(latent_bytes(z, fmt), media_type='application/octet-stream',
-                        headers={'Content-Disposition': f'attachment; filename="latent.{fmt}"', 'X-Latent-Shape': ','.join(map(str, z.shape))})
-
-    @app.post('/decode', response_class=Response, responses={
-        200: {'description': 'the decoded image', 'content': {'image/png': {'schema': {'type': 'string', 'format': 'binary'}}}},
-        **{k: {**_ERRORS[k], **_ERR_SCHEMA} for k in (413, 415, 422, 503, 504)}})
-    async def decode(request: Request, file: UploadFile = File(description="a scaled latent [C, h, w] or [1, C, h, w]: .npy or safetensors (tensor 'latent')")):
-        "Decode a scaled latent to a PNG image"
-        pipe = ready_pipe(request)
-        c, f = pipe.vae.config.latent_channels, request.app.state.info['vae_downsample']
-        side = s.max_image_side // f
-        z = read_latent(await file.read(), max_elems=c * side * side)
-        if z.ndim == 3: z = z[None]
-        if z.ndim != 4 or z.shape[0] != 1 or z.shape[1] != c or not (1 <= z.shape[2] <= side and 1 <= z.shape[3] <= side):
-            raise UploadError(422, f"the latent has shape {list(z.shape)}; expected [{c}, h, w] or [1, {c}, h, w] with 1 <= h, w <= {side}")
-        def dec():
-            x = decode_latents(pipe.vae, torch.from_numpy(z))
-            return png_bytes(Image.fromarray(((x[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)))
-        return Response(await in_thread(request, dec), media_type='image/png')
-
-    return app
 
 # %% ../nbs/07_api.ipynb #707d8954
 _PAGE = r'''<!doctype html>
@@ -522,11 +377,15 @@ $("form").addEventListener("submit", async ev => {
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   const t0 = performance.now();
   try {
-    const r = await fetch("generate", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    const r = await fetch("generate", {method: "POST", headers: {"Content-Type": "application/json"},
+                                       body: JSON.stringify(body)});
     const type = r.headers.get("content-type") || "";
     if (!r.ok) {
       let msg = r.status + " " + r.statusText;
-      try { const j = await r.json(); if (j.detail) msg = typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail); } catch (e) {}
+      try {
+        const j = await r.json();
+        if (j.detail) msg = typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail);
+      } catch (e) {}
       throw new Error(msg);
     }
     let srcs, seeds;
@@ -556,9 +415,283 @@ def web_page(s: Settings, has_cvae: bool = True) -> str:
     for k, v in subs.items(): page = page.replace('{{' + k + '}}', str(v))
     return page
 
+# %% ../nbs/07_api.ipynb #268a37a6
+class BodyLimit:
+    "ASGI middleware: 413 for request bodies over `max_bytes` (declared or streamed), before the app parses them"
+    def __init__(self, app, max_bytes: int): self.app, self.max_bytes = app, max_bytes
+
+    async def _refuse(self, send, n):
+        "Answer 413, saying the body had `n` bytes, and close the connection"
+        body = ('{"detail": "the request body is %s bytes; at most %d are accepted (T2I_MAX_UPLOAD_BYTES)"}'
+                % (n, self.max_bytes)).encode()
+        headers = [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode()),
+                   (b'connection', b'close')]
+        await send({'type': 'http.response.start', 'status': 413, 'headers': headers})
+        await send({'type': 'http.response.body', 'body': body})
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http' or scope['method'] not in ('POST', 'PUT', 'PATCH'):
+            return await self.app(scope, receive, send)
+        cl = dict(scope['headers']).get(b'content-length')
+        if cl is not None and cl.isdigit():
+            if int(cl) > self.max_bytes: return await self._refuse(send, int(cl))
+            return await self.app(scope, receive, send)
+        body, more = b'', True                       # no length declared: read up to the limit, then replay
+        while more:
+            msg = await receive()
+            if msg['type'] == 'http.disconnect': return
+            body += msg.get('body', b''); more = msg.get('more_body', False)
+            if len(body) > self.max_bytes: return await self._refuse(send, f'more than {self.max_bytes}')
+        sent = False
+        async def replay():
+            nonlocal sent
+            if sent: return await receive()
+            sent = True
+            return {'type': 'http.request', 'body': body, 'more_body': False}
+        await self.app(scope, replay, send)
+
+# %% ../nbs/07_api.ipynb #007036e6
+def _err(status: int, detail: str, headers: dict|None = None) -> JSONResponse:
+    "The JSON error answer `{'detail': detail}`"
+    return JSONResponse({'detail': detail}, status_code=status, headers=headers)
+
+# %% ../nbs/07_api.ipynb #81a34c55
+_ERRORS = {413: {'description': 'too large (body, image or latent)'}, 415: {'description': 'not an accepted file type'},
+           422: {'description': 'invalid input; `detail` says what and what was expected'},
+           503: {'description': 'busy (queue full, see Retry-After) or the model is not loaded yet'},
+           504: {'description': 'timed out'}}
+_ERR_SCHEMA = {'content': {'application/json': {'schema': {'type': 'object',
+                                                           'properties': {'detail': {'type': 'string'}}}}}}
+
+def _error_responses(*codes: int) -> dict:
+    "OpenAPI `responses` for the error statuses `codes` (default: all of `_ERRORS`), each with its JSON schema"
+    return {k: {**_ERRORS[k], **_ERR_SCHEMA} for k in codes or _ERRORS}
+
+def _binary(media_type: str) -> dict:
+    "OpenAPI `content` of a binary answer of type `media_type`"
+    return {media_type: {'schema': {'type': 'string', 'format': 'binary'}}}
+
+# %% ../nbs/07_api.ipynb #274f6d46
+def model_info(pipe: Text2FacePipeline) -> dict:
+    "What a client needs to know about the loaded model"
+    f = downsample_factor(pipe.vae)
+    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    return dict(image_size=s * f, latent_shape=[c, s, s], vae_downsample=f,
+                scaling_factor=float(pipe.vae.config.scaling_factor), has_cvae=pipe.cvae is not None,
+                max_prompt_tokens=pipe.max_prompt_tokens, device=str(pipe.unet.device),
+                dtype=str(pipe.unet.dtype).replace('torch.', ''), prediction_type=pipe.scheduler.config.prediction_type,
+                train_timesteps=pipe.scheduler.config.num_train_timesteps,
+                unet_params=sum(p.numel() for p in pipe.unet.parameters()))
+
+# %% ../nbs/07_api.ipynb #5758cf66
+def _load_in_thread(s: Settings, src):
+    "On the inference thread: the pipeline `src` on the device and dtype of `s`"
+    if s.threads: torch.set_num_threads(s.threads)          # in the inference thread itself, too
+    return load_pipeline(src, s.device or None, s.dtype or None)
+
+async def start_inference(s: Settings, src=None) -> tuple:
+    "(pipeline, executor): a new inference thread, and `src` (a pipeline, a folder; None = bundled) loaded on it"
+    ex = ThreadPoolExecutor(1, thread_name_prefix='t2i-inference')
+    if s.threads: torch.set_num_threads(s.threads)
+    try: pipe = await asyncio.get_running_loop().run_in_executor(ex, _load_in_thread, s, src)
+    except FileNotFoundError as e:
+        ex.shutdown()
+        raise RuntimeError(f"cannot serve: {e}. Set T2I_MODEL (or `t2i serve --model`) "
+                           "to a saved pipeline folder.") from None
+    return pipe, ex
+
+# %% ../nbs/07_api.ipynb #396ac797
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    "Load `app.state.model_source`, start the batch worker and mark the app ready; stop them on shutdown"
+    s = app.state.settings
+    pipe, ex = await start_inference(s, app.state.model_source)
+    app.state.pipe, app.state.executor = pipe, ex
+    app.state.worker = BatchWorker(pipe, ex, s.max_batch, s.queue_size, s.batch_wait, INVARIANCE[s.batch_invariant])
+    app.state.worker.start()
+    app.state.info = model_info(pipe)
+    # The prompt check runs on the event loop while the inference thread tokenizes: a fast tokenizer used from two
+    # threads at once can fail ('Already borrowed'), so the check gets its own copy.
+    app.state.checker = SimpleNamespace(tokenizer=copy.deepcopy(pipe.tokenizer),
+                                        max_prompt_tokens=pipe.max_prompt_tokens)
+    app.state.ready = True
+    try: yield
+    finally:
+        app.state.ready = False
+        await app.state.worker.stop()
+        ex.shutdown(wait=False)
+
+# %% ../nbs/07_api.ipynb #7913d231
+def ready_pipe(request: Request) -> Text2FacePipeline:
+    "The loaded pipeline; 503 (retry in 5 s) while the model is still loading"
+    if not request.app.state.ready: raise HTTPException(503, 'the model is still loading', headers={'Retry-After': '5'})
+    return request.app.state.pipe
+
+# %% ../nbs/07_api.ipynb #a9bd11c8
+async def in_thread(request: Request, f, *args):
+    "Run `f(*args)` on the inference thread, within the request timeout (`settings.timeout`; else 504)"
+    fut = asyncio.get_running_loop().run_in_executor(request.app.state.executor, f, *args)
+    timeout = request.app.state.settings.timeout
+    try: return await asyncio.wait_for(fut, timeout)
+    except asyncio.TimeoutError: raise HTTPException(504, f'timed out after {timeout:g} s (T2I_TIMEOUT)') from None
+
+# %% ../nbs/07_api.ipynb #a3e8728e
+async def on_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    "422 with `detail` = 'field: message; …' and the validation `errors`"
+    msgs = []
+    for e in exc.errors():
+        where = '.'.join(str(l) for l in e.get('loc', ()) if l not in ('body', 'query'))
+        msgs.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get('msg', 'invalid')))
+    return JSONResponse({'detail': '; '.join(msgs) or 'invalid request',
+                         'errors': [{k: e[k] for k in ('type', 'loc', 'msg') if k in e} for e in exc.errors()]},
+                        status_code=422)
+
+async def on_upload_error(request: Request, exc: UploadError) -> JSONResponse:
+    "The status the `UploadError` carries, with its message as `detail`"
+    return _err(exc.status, str(exc))
+
+# %% ../nbs/07_api.ipynb #d353ab1a
+def page_router(s: Settings) -> APIRouter:
+    "`GET /`: the web page for the limits of `s` (not in the OpenAPI document)"
+    router = APIRouter()
+
+    @router.get('/', response_class=HTMLResponse, include_in_schema=False)
+    async def page(request: Request):
+        "The web page; its `init` options depend on the loaded model"
+        return HTMLResponse(web_page(s, request.app.state.info['has_cvae'] if request.app.state.ready else True))
+    return router
+
+# %% ../nbs/07_api.ipynb #a82e577b
+def status_router(s: Settings) -> APIRouter:
+    "`GET /health` (ready to serve?) and `GET /info` (the model, the limits of `s`, the batching counters)"
+    router = APIRouter()
+
+    @router.get('/health', responses={503: {'description': 'model not loaded yet, or the worker stopped'}})
+    async def health(request: Request):
+        "200 once the model is loaded and the batch worker runs; 503 otherwise"
+        st = request.app.state
+        if not st.ready or not st.worker.alive:
+            return _err(503, 'not ready: the model is loading or the worker stopped')
+        return {'status': 'ok', 'queued': st.worker.queued, 'running': st.worker.running, 'device': st.info['device']}
+
+    @router.get('/info')
+    async def info(request: Request):
+        "The model's configuration, the schedulers, the limits and the batching settings"
+        st = request.app.state
+        lim = {k: v for k, v in asdict(s).items() if k.startswith('max_') or k in ('timeout', 'queue_size')}
+        lim.update(seed_max=SEED_MAX, min_guidance=0.0,
+                   max_latent_side=s.max_image_side // (st.info['vae_downsample'] if st.ready else 1))
+        batching = dict(max_batch=s.max_batch, batch_wait=s.batch_wait, queued=st.worker.queued if st.ready else 0,
+                        **(st.worker.stats if st.ready else {}))
+        return dict(ready=st.ready, model=st.info if st.ready else None, model_path=s.model or 'bundled',
+                    schedulers=list(SCHEDULERS), inits=['auto', 'cvae', 'noise'], limits=lim, batching=batching)
+    return router
+
+# %% ../nbs/07_api.ipynb #317aea64
+_GENERATE_200 = {
+    'description': 'one image: image/png (its seed in X-Seed); several: JSON with base64 PNGs and their seeds',
+    'content': {**_binary('image/png'), 'application/json': {'schema': {'type': 'object', 'properties': {
+        'images': {'type': 'array', 'items': {'type': 'string', 'format': 'byte'}},
+        'seeds': {'type': 'array', 'items': {'type': 'integer'}}, 'media_type': {'type': 'string'}}}}}}
+
+def generate_router(s: Settings) -> APIRouter:
+    "`POST /generate`, its request schema built with the limits of `s`; the app's batch worker makes the images"
+    GenerateRequest = request_model(s)
+    router = APIRouter()
+
+    @router.post('/generate', response_class=Response, responses={200: _GENERATE_200, **_error_responses()})
+    async def generate(req: GenerateRequest, request: Request):
+        "Faces for a prompt: n images with seeds seed, seed+1, …"
+        pipe, st = ready_pipe(request), request.app.state
+        init = req.init if req.init != 'auto' else ('cvae' if pipe.cvae is not None else 'noise')
+        if init == 'cvae' and pipe.cvae is None:
+            return _err(422, "init: this model has no CVAE prior; use init='noise' or 'auto'")
+        try:
+            Text2FacePipeline.check_prompts(st.checker, [req.prompt])
+            Text2FacePipeline.check_prompts(st.checker, [req.negative_prompt], 'negative_prompt')
+        except (ValueError, TypeError) as e: return _err(422, str(e))
+        seed = req.seed if req.seed is not None else random.randint(0, SEED_MAX - req.n)
+        seeds = [seed + i for i in range(req.n)]
+        key = (req.steps, float(req.guidance_scale), req.scheduler, init, float(req.strength) if init == 'cvae' else 0.)
+        try: pngs = await st.worker.generate(req.prompt, req.negative_prompt, seeds, key, s.timeout)
+        except QueueFull as e: return _err(503, str(e), {'Retry-After': str(e.retry_after)})
+        except asyncio.TimeoutError: return _err(504, f'generation timed out after {s.timeout:g} s (T2I_TIMEOUT)')
+        accept = request.headers.get('accept', '')
+        wants_json = 'application/json' in accept and 'image/png' not in accept
+        if req.n == 1 and not wants_json:
+            return Response(pngs[0], media_type='image/png', headers={'X-Seed': str(seeds[0])})
+        return JSONResponse({'images': [base64.b64encode(p).decode() for p in pngs], 'seeds': seeds,
+                             'media_type': 'image/png'})
+    return router
+
+# %% ../nbs/07_api.ipynb #f7a56f49
+def _encode(vae, x: torch.Tensor) -> np.ndarray:
+    "On the inference thread: the scaled latent of the image tensor `x`, as float32"
+    with torch.no_grad(): return encode_latents(vae, x).float().cpu().numpy()
+
+def _decode_png(vae, z: np.ndarray) -> bytes:
+    "On the inference thread: PNG bytes of the image decoded from the scaled latent `z` [1, C, h, w]"
+    x = decode_latents(vae, torch.from_numpy(z))
+    pixels = ((x[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return png_bytes(Image.fromarray(pixels))
+
+# %% ../nbs/07_api.ipynb #f0e55e81
+def latent_router(s: Settings) -> APIRouter:
+    "`POST /encode` (image → scaled VAE latent) and `POST /decode` (latent → PNG), uploads within the limits of `s`"
+    router = APIRouter()
+
+    @router.post('/encode', response_class=Response, responses={
+        200: {'description': 'the scaled latent [1, C, h, w] float32', 'content': _binary('application/octet-stream')},
+        **_error_responses(413, 415, 422, 503, 504)})
+    async def encode(request: Request, file: UploadFile = File(description='a PNG, JPEG, WebP or BMP image'),
+                     fmt: Literal['npy', 'safetensors'] = Query('npy', alias='format',
+                                                                description='latent file format')):
+        "Encode an image (centre-cropped and resized to the model's size) to its scaled VAE latent"
+        pipe = ready_pipe(request)
+        im = read_image(await file.read(), s.max_image_side)
+        z = await in_thread(request, _encode, pipe.vae, image_tensor(im, request.app.state.info['image_size']))
+        return Response(latent_bytes(z, fmt), media_type='application/octet-stream',
+                        headers={'Content-Disposition': f'attachment; filename="latent.{fmt}"',
+                                 'X-Latent-Shape': ','.join(map(str, z.shape))})
+
+    @router.post('/decode', response_class=Response, responses={
+        200: {'description': 'the decoded image', 'content': _binary('image/png')},
+        **_error_responses(413, 415, 422, 503, 504)})
+    async def decode(request: Request, file: UploadFile = File(
+            description="a scaled latent [C, h, w] or [1, C, h, w]: .npy or safetensors (tensor 'latent')")):
+        "Decode a scaled latent to a PNG image"
+        pipe = ready_pipe(request)
+        c, f = pipe.vae.config.latent_channels, request.app.state.info['vae_downsample']
+        side = s.max_image_side // f
+        z = read_latent(await file.read(), max_elems=c * side * side)
+        if z.ndim == 3: z = z[None]
+        if (z.ndim != 4 or z.shape[0] != 1 or z.shape[1] != c
+                or not (1 <= z.shape[2] <= side and 1 <= z.shape[3] <= side)):
+            raise UploadError(422, f"the latent has shape {list(z.shape)}; expected [{c}, h, w] or [1, {c}, h, w] "
+                                   f"with 1 <= h, w <= {side}")
+        return Response(await in_thread(request, _decode_png, pipe.vae, z), media_type='image/png')
+    return router
+
+# %% ../nbs/07_api.ipynb #42dded2a
+def create_app(settings: Settings|None = None, model=None) -> FastAPI:
+    "The FastAPI app serving `model` (a pipeline or a folder; default `settings.model`, else the bundled model)"
+    s = settings or Settings.from_env()
+    app = FastAPI(title='text2img_diffusion', version=text2img_diffusion.__version__, lifespan=lifespan,
+                  description='Text → face latent diffusion. The web page is at `/`; images are PNG; latents are '
+                              '`.npy` or safetensors (never pickles). Limits come from T2I_* environment variables '
+                              '(see `/info`).')
+    app.state.settings, app.state.ready = s, False
+    app.state.model_source = model if model is not None else (s.model or None)       # what `lifespan` loads
+    app.add_middleware(BodyLimit, max_bytes=s.max_upload_bytes)
+    app.add_exception_handler(RequestValidationError, on_invalid_request)
+    app.add_exception_handler(UploadError, on_upload_error)
+    for router in (page_router(s), status_router(s), generate_router(s), latent_router(s)): app.include_router(router)
+    return app
+
 # %% ../nbs/07_api.ipynb #71fecb66
 app = create_app()
 
+# %% ../nbs/07_api.ipynb #51a07267
 @call_parse
 def serve(host: str = '127.0.0.1',      # address to listen on (0.0.0.0 to accept other machines)
           port: int = 8000,             # port to listen on
@@ -569,6 +702,5 @@ def serve(host: str = '127.0.0.1',      # address to listen on (0.0.0.0 to accep
           timeout: float = None,        # seconds per request before 504 (default: $T2I_TIMEOUT or 120)
           log_level: str = 'info'):     # uvicorn log level
     "Serve the web page, the HTTP API and its docs (/docs)"
-    import uvicorn
     s = Settings.from_env(model=model, device=device, max_batch=max_batch, queue_size=queue_size, timeout=timeout)
     uvicorn.run(create_app(s), host=host, port=port, log_level=log_level)
