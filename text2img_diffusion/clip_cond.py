@@ -500,8 +500,8 @@ def plot_embedding_space(model: CLIPModel, tokenizer, df: pd.DataFrame, size: in
 
 # %% ../nbs/03_clip_cond.ipynb #fdb75f78
 def train_clip(out_dir, data_path=None, preset: str = 'tiny', n_images: int|None = 400, size: int = 32,
-               epochs: int = 2, bs: int = 32, lr: float = 2e-3, seed: int = 0, num_workers: int = 0,
-               attr_weight: float = 0., evaluate: bool = True, device=None, text_attr_weight: float = 0.) -> tuple:
+               epochs: int = 8, bs: int = 32, lr: float = 3e-3, seed: int = 0, num_workers: int = 0,
+               attr_weight: float = 1., evaluate: bool = True, device=None, text_attr_weight: float = 3.) -> tuple:
     "Train an in-domain CLIP on CelebA at `data_path` (None: a fresh synthetic set) and save it to `out_dir`"
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as td:

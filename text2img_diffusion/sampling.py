@@ -14,21 +14,23 @@ import numpy as np, torch, torch.nn as nn
 from PIL import Image
 from diffusers import (DiffusionPipeline, ImagePipelineOutput, DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler,
                        EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, UniPCMultistepScheduler)
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextConfig, CLIPTextModel
 from fastcore.script import call_parse, Param
 from fastprogress.fastprogress import progress_bar
 
 import text2img_diffusion
-from .clip_cond import encode_prompts, encoder_max_length
+from .clip_cond import encode_prompts, encoder_max_length, load_text_encoder, train_caption_tokenizer
 from .cvae import LatentCVAE, start_timesteps, cvae_init
-from .core import atomic_write, atomic_dir
-from .vae import decode_latents
+from .core import atomic_dir, atomic_write, default_device, image_grid
+from .vae import decode_latents, load_pretrained_vae
+from .unet_diffusion import load_unet
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'BUNDLED_MODEL', 'make_scheduler',
            'per_image_layers', 'Text2FacePipeline', 'to_output', 'tiny_pipeline', 'seeded_generators',
-           'assemble_pipeline', 'save_bundle', 'bundle_cli', 'default_device', 'load_pipeline', 'generate',
-           'image_grid', 'generate_cli']
+           'assemble_pipeline', 'save_bundle', 'bundle_cli', 'load_pipeline', 'generate', 'generate_cli']
 
 # %% ../nbs/06_sampling.ipynb #38f1d380
 _no_clip = dict(clip_sample=False)     # latents have unit std: clipping x₀ to [-1, 1] would destroy them
@@ -193,9 +195,6 @@ def to_output(x: torch.Tensor, output_type: str = 'pil'):
 # %% ../nbs/06_sampling.ipynb #e63482b8
 def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32, max_length: int = 16) -> Text2FacePipeline:
     "A tiny, untrained pipeline for tests: every component real, every size minimal"
-    from diffusers import UNet2DConditionModel, AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
-    from text2img_diffusion.clip_cond import train_caption_tokenizer
     torch.manual_seed(seed)
     tok = train_caption_tokenizer(['a smiling woman with blond hair', 'a man with glasses and a hat', 'a bald man'] * 10,
                                   vocab_size=300, max_length=max_length, min_frequency=1)
@@ -220,9 +219,6 @@ def seeded_generators(seeds) -> list:
 # %% ../nbs/06_sampling.ipynb #0702db74
 def assemble_pipeline(text_encoder, vae, unet, cvae=None, ema: bool = True) -> Text2FacePipeline:
     "A pipeline from the folders the training stages write: text encoder, VAE, UNet run (with scheduler/), CVAE"
-    from text2img_diffusion.clip_cond import load_text_encoder
-    from text2img_diffusion.vae import load_pretrained_vae
-    from text2img_diffusion.unet_diffusion import load_unet
     tok, te = load_text_encoder(text_encoder)
     sched_dir = Path(unet)/'scheduler'
     if not (sched_dir/'scheduler_config.json').exists(): raise FileNotFoundError(f"{unet} is not a UNet run folder: it has no scheduler/scheduler_config.json")
@@ -264,12 +260,6 @@ def bundle_cli(text_encoder: str,          # tokenizer + text encoder folder (03
 
 # %% ../nbs/06_sampling.ipynb #10b58170
 BUNDLED_MODEL = Path(text2img_diffusion.__file__).parent/'bundled'/'celeba64'
-
-def default_device() -> torch.device:
-    "CUDA if there is a GPU, else Apple MPS, else the CPU"
-    if torch.cuda.is_available(): return torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
-    return torch.device('cpu')
 
 @lru_cache(maxsize=4)
 def _load(path: str, device: str, dtype: str) -> Text2FacePipeline:
@@ -315,14 +305,6 @@ def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float = 3.0, n
     return out
 
 # %% ../nbs/06_sampling.ipynb #8826c298
-def image_grid(images: list, ncols: int|None = None) -> Image.Image:
-    "Images pasted into one grid, row by row"
-    ncols = ncols or math.ceil(math.sqrt(len(images)))
-    w, h = images[0].size
-    g = Image.new('RGB', (w * ncols, h * math.ceil(len(images) / ncols)), 'white')
-    for i, im in enumerate(images): g.paste(im, ((i % ncols) * w, (i // ncols) * h))
-    return g
-
 def _save_png(im: Image.Image, path: Path): atomic_write(path, lambda t: im.save(t, format='PNG'))
 
 @call_parse

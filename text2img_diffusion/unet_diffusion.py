@@ -324,7 +324,7 @@ def train_unet(out_dir=None,               # run folder: weights, EMA weights, c
                text_encoder_path=None,     # tokenizer + text encoder folder (None: a random tiny CLIP text model)
                preset: str = 'tiny',       # tiny | celeba64 | celeba64-gpu | celeba128-gpu
                n_images: int|None = None,  # images used (None: all)
-               epochs: int = 2,            # passes over the training data
+               epochs: int = 1,            # passes over the training data
                bs: int|None = None,        # batch size per process (None: the preset's)
                lr: float|None = None,      # peak learning rate of the one-cycle schedule (None: the preset's)
                prediction_type: str = 'epsilon', # epsilon | v_prediction
@@ -373,7 +373,7 @@ def train_unet_cli(out_dir: str,                     # folder for weights, check
                    text_encoder_path: str = None,    # tokenizer + CLIP text model folder (default: random tiny)
                    preset: str = 'tiny',             # tiny | celeba64 | celeba64-gpu | celeba128-gpu
                    n_images: int = None,             # use this many images (default: all)
-                   epochs: int = 2,                  # epochs
+                   epochs: int = 1,                  # epochs
                    bs: int = None,                   # batch size per process (default: the preset's)
                    lr: float = None,                 # peak learning rate (default: the preset's)
                    prediction_type: str = 'epsilon', # epsilon | v_prediction
