@@ -4,27 +4,27 @@
 
 # %% ../nbs/04_cvae.ipynb #c2219b45
 from __future__ import annotations
-import math
-import torch, torch.nn as nn, torch.nn.functional as F
+import math, tempfile
+from pathlib import Path
+import pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from diffusers import ModelMixin, ConfigMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
-import json
-from pathlib import Path
-import numpy as np, pandas as pd
-import matplotlib.pyplot as plt
 from fastai.learner import Learner
 from fastai.callback.core import Callback
-from fastai.callback.schedule import fit_one_cycle
+from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
-from .core import atomic_write, atomic_dir
+from .core import atomic_dir, preset_config
+from .latents import latent_dls, read_cache_meta
+from .training import Checkpoint, ImageGrid, LossWarmup, MetricsLog, load_checkpoint, trained_model
+from .vae import decode_latents
 
 # %% auto #0
 __all__ = ['CVAE_PRESETS', 'SAMPLE_PROMPTS', 'FiLMResBlock', 'CrossAttention2d', 'LatentCVAE', 'kl_per_channel', 'CVAELoss',
-           'EncodeText', 'KLWarmup', 'rec_metric', 'kl_metric', 'CVAEModule', 'cvae_learner', 'start_timesteps',
-           'cvae_init', 'cvae_from_preset', 'prior_images', 'PriorGrid', 'save_image_grid', 'train_cvae', 'save_cvae',
-           'prior_generator', 'mean_pairwise_distance', 'prior_diversity']
+           'EncodeText', 'rec_metric', 'kl_metric', 'CVAEModule', 'cvae_learner', 'start_timesteps', 'cvae_init',
+           'cvae_from_preset', 'prior_images', 'prior_grid', 'save_cvae', 'train_cvae', 'mean_pairwise_distance',
+           'prior_generator', 'prior_diversity']
 
 # %% ../nbs/04_cvae.ipynb #580bf82c
 class FiLMResBlock(nn.Module):
@@ -63,7 +63,8 @@ class LatentCVAE(ModelMixin, ConfigMixin):
                  prior_hidden: int = 256):
         super().__init__()
         w = list(widths)
-        if latent_size % 2 ** len(w): raise ValueError(f"latent_size {latent_size} must be divisible by 2**len(widths) = {2**len(w)}")
+        if latent_size % 2 ** len(w):
+            raise ValueError(f"latent_size {latent_size} must be divisible by 2**len(widths) = {2**len(w)}")
         # encoder: z → u statistics
         self.enc_in = nn.Conv2d(latent_channels, w[0], 3, padding=1)
         self.enc_blocks = nn.ModuleList(FiLMResBlock(w[max(i-1, 0)], w[i], text_dim) for i in range(len(w)))
@@ -74,14 +75,18 @@ class LatentCVAE(ModelMixin, ConfigMixin):
         rw = w[::-1]
         self.dec_blocks = nn.ModuleList(FiLMResBlock(rw[max(i-1, 0)], rw[i], text_dim) for i in range(len(rw)))
         self.dec_attn = nn.ModuleList(CrossAttention2d(c, text_dim, heads) for c in rw)
-        self.dec_out = nn.Sequential(nn.GroupNorm(min(8, w[0]), w[0]), nn.SiLU(), nn.Conv2d(w[0], latent_channels, 3, padding=1))
+        self.dec_out = nn.Sequential(nn.GroupNorm(min(8, w[0]), w[0]), nn.SiLU(),
+                                     nn.Conv2d(w[0], latent_channels, 3, padding=1))
         # prior: pooled text → mean and log-variance of u
         n_u = u_channels * (latent_size // 2 ** len(w)) ** 2
-        self.prior_net = nn.Sequential(nn.Linear(text_dim, prior_hidden), nn.SiLU(), nn.Linear(prior_hidden, 2 * n_u)) if learned_prior else None
-        if self.prior_net is not None: nn.init.zeros_(self.prior_net[-1].weight); nn.init.zeros_(self.prior_net[-1].bias)
+        self.prior_net = (nn.Sequential(nn.Linear(text_dim, prior_hidden), nn.SiLU(), nn.Linear(prior_hidden, 2 * n_u))
+                          if learned_prior else None)
+        if self.prior_net is not None:   # the learned prior starts as N(0, I)
+            nn.init.zeros_(self.prior_net[-1].weight); nn.init.zeros_(self.prior_net[-1].bias)
 
     @property
     def u_shape(self) -> tuple:
+        "The shape of one code u: (u_channels, h, w)"
         c = self.config
         return (c.u_channels, c.latent_size // 2 ** len(c.widths), c.latent_size // 2 ** len(c.widths))
 
@@ -116,7 +121,7 @@ class LatentCVAE(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def sample(self, tokens, pooled, mask=None, generator=None, temperature: float = 1.0):
-        "Latents drawn from the prior: u = μ_p + temperature · σ_p · ε, decoded under the text (one per row of `tokens`)"
+        "Latents from the prior: u = μ_p + temperature · σ_p · ε, decoded under the text (one per row of `tokens`)"
         shape = (tokens.shape[0], *self.u_shape)
         eps = randn_tensor(shape, generator=generator, device=torch.device('cpu'), dtype=torch.float32)
         mu_p, logvar_p = self.prior(pooled)
@@ -125,12 +130,12 @@ class LatentCVAE(ModelMixin, ConfigMixin):
 
 # %% ../nbs/04_cvae.ipynb #ce233d43
 def kl_per_channel(mu, logvar, mu_p=0., logvar_p=0.):
-    "KL(N(mu, e^logvar) || N(mu_p, e^logvar_p)) summed over positions, averaged over the batch: one value per channel [C]"
+    "KL(N(mu, e^logvar) || N(mu_p, e^logvar_p)) summed over positions, averaged over the batch: one value per channel"
     kl = 0.5 * (logvar_p - logvar + (logvar.exp() + (mu - mu_p).pow(2)) / torch.as_tensor(logvar_p).exp() - 1)
     return kl.flatten(2).sum(-1).mean(0)
 
 class CVAELoss:
-    "MSE(z, ẑ) + β · Σ_c max(KL_c, free_bits) / numel(z); `beta` is set by `KLWarmup`"
+    "MSE(z, ẑ) + β · Σ_c max(KL_c, free_bits) / numel(z); `beta` is set by a `training.LossWarmup`"
     def __init__(self, beta: float = 1.0, free_bits: float = 0.1):
         self.beta, self.free_bits = beta, free_bits
         self.last = {}
@@ -157,21 +162,6 @@ class EncodeText(Callback):
         self.learn.xb = (z, tok.to(dev), pooled.to(dev), mask.to(dev))
         self.learn.yb = (z,)
 
-class KLWarmup(Callback):
-    "β from 0 to `beta` over the first `warmup` fraction of training: 'linear' or 'sigmoid' (the seed's schedule)"
-    order = 10
-    def __init__(self, beta: float = 1.0, warmup: float = 0.3, kind: str = 'linear'):
-        if kind not in ('linear', 'sigmoid', 'constant'): raise ValueError(f"kind must be 'linear', 'sigmoid' or 'constant', got {kind!r}")
-        self.beta, self.warmup, self.kind = beta, warmup, kind
-    def schedule(self, pct: float) -> float:
-        if self.kind == 'constant' or self.warmup <= 0: return self.beta
-        p = min(pct / self.warmup, 1.0)
-        if self.kind == 'linear': return self.beta * p
-        return self.beta / (1 + math.exp(-12 * (p - 0.5)))
-    def before_batch(self):
-        if self.training: self.learn.loss_func.beta = self.schedule(self.learn.pct_train)
-    def before_validate(self): self.learn.loss_func.beta = self.beta
-
 # %% ../nbs/04_cvae.ipynb #5431ff3d
 def rec_metric(pred, z):
     "Reconstruction MSE of the CVAE's output (a fastai metric)"
@@ -180,23 +170,30 @@ def kl_metric(pred, z):
     "KL of the posterior from the prior, summed over channels (a fastai metric)"
     return kl_per_channel(*(t.float() for t in pred[1:])).sum()
 
+# %% ../nbs/04_cvae.ipynb #896052ca
 class CVAEModule(nn.Module):
-    """The Learner's model. fastai's `Learner` forwards unknown attributes to its model, and diffusers' `ModelMixin`
-    answers dict-method names such as `values` with a KeyError (its config is a dict), so the Learner holds this wrapper"""
+    """The Learner's model. fastai's `Learner` forwards unknown attributes to its model, and diffusers'
+    `ModelMixin` answers dict-method names such as `values` with a KeyError (its config is a dict), so the Learner
+    holds this wrapper"""
     def __init__(self, cvae: LatentCVAE): super().__init__(); self.cvae = cvae
+    @property
+    def inner(self) -> LatentCVAE:
+        "The CVAE: what `training.trained_model` returns, and what checkpoints save and resume restores"
+        return self.cvae
     def forward(self, z, tokens, pooled, mask=None): return self.cvae(z, tokens, pooled, mask)
 
+# %% ../nbs/04_cvae.ipynb #00d91d6c
 def cvae_learner(dls, cvae: LatentCVAE, conditioner, lr: float = 2e-3, beta: float = 1.0, free_bits: float = 0.1,
                  warmup: float = 0.3, warmup_kind: str = 'linear', cbs=None) -> Learner:
     "A fastai Learner training `cvae` on batches of (latents, captions, ...) with a frozen text `conditioner`"
     for p in conditioner.text_encoder.parameters(): p.requires_grad_(False)
     return Learner(dls, CVAEModule(cvae), loss_func=CVAELoss(beta, free_bits), opt_func=Adam, lr=lr,
                    metrics=[rec_metric, kl_metric],
-                   cbs=[EncodeText(conditioner), KLWarmup(beta, warmup, warmup_kind)] + list(cbs or []))
+                   cbs=[EncodeText(conditioner), LossWarmup(beta, warmup_kind, warmup, attr='beta')] + list(cbs or []))
 
 # %% ../nbs/04_cvae.ipynb #a4511e77
 def start_timesteps(scheduler, steps: int, strength: float, device=None):
-    "The timesteps left to run after skipping (1 - strength) of a `steps`-step schedule; sets the scheduler's begin index"
+    "The timesteps left after skipping (1 - strength) of a `steps`-step schedule; sets the scheduler's begin index"
     if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1], got {strength}")
     scheduler.set_timesteps(steps, device=device)
     init = min(max(int(round(steps * strength)), 1), steps)
@@ -209,8 +206,10 @@ def cvae_init(prompts, timestep, cvae: LatentCVAE, conditioner, scheduler, gener
     "Latents drawn from the CVAE prior for each prompt, noised to `timestep` with the scheduler's q(z_t | z_0)"
     tok, pooled, mask = conditioner(prompts) if cond is None else cond
     dev = cvae.device
-    z0 = cvae.sample(tok.to(dev, cvae.dtype), pooled.to(dev, cvae.dtype), mask.to(dev), generator=generator, temperature=temperature)
-    noise = randn_tensor(z0.shape, generator=generator, device=torch.device('cpu'), dtype=torch.float32).to(dev, z0.dtype)
+    z0 = cvae.sample(tok.to(dev, cvae.dtype), pooled.to(dev, cvae.dtype), mask.to(dev), generator=generator,
+                     temperature=temperature)
+    noise = randn_tensor(z0.shape, generator=generator, device=torch.device('cpu'), dtype=torch.float32)
+    noise = noise.to(dev, z0.dtype)
     t = torch.as_tensor(timestep, device=dev).reshape(-1).expand(z0.shape[0]).long()
     return scheduler.add_noise(z0, noise, t)
 
@@ -222,77 +221,82 @@ CVAE_PRESETS = {
 
 def cvae_from_preset(preset: str, latent_channels: int, latent_size: int, text_dim: int) -> LatentCVAE:
     "A fresh `LatentCVAE` of size `preset` for latents [latent_channels, latent_size, latent_size]"
-    if preset not in CVAE_PRESETS: raise ValueError(f"unknown CVAE preset {preset!r}; choose from {', '.join(CVAE_PRESETS)}")
-    p = CVAE_PRESETS[preset]
+    p = preset_config(CVAE_PRESETS, preset, 'CVAE preset')
     return LatentCVAE(latent_channels=latent_channels, latent_size=latent_size, u_channels=p['u_channels'],
                       widths=p['widths'], text_dim=text_dim, heads=p['heads'])
 
+# %% ../nbs/04_cvae.ipynb #ab46b7ec
 SAMPLE_PROMPTS = ['a smiling woman with blond hair', 'a man with black hair and eyeglasses',
                   'a bald man with a mustache', 'a woman with brown hair wearing a hat']
 
 @torch.no_grad()
-def prior_images(cvae: LatentCVAE, conditioner, vae, prompts: list, seeds: list, temperature: float = 1.0) -> torch.Tensor:
+def prior_images(cvae: LatentCVAE, conditioner, vae, prompts: list, seeds: list,
+                 temperature: float = 1.0) -> torch.Tensor:
     "Images in [-1, 1] decoded from one prior sample per (prompt, seed)"
-    from text2img_diffusion.vae import decode_latents
     tok, pooled, mask = conditioner(list(prompts))
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     was = cvae.training; cvae.eval()
-    z = cvae.sample(tok.to(cvae.device), pooled.to(cvae.device), mask.to(cvae.device), generator=gens, temperature=temperature)
+    z = cvae.sample(tok.to(cvae.device), pooled.to(cvae.device), mask.to(cvae.device), generator=gens,
+                    temperature=temperature)
     cvae.train(was)
     return decode_latents(vae, z)
 
-class PriorGrid(Callback):
-    "After each epoch, save a grid of decoded prior samples (rows: prompts, columns: seeds) to `out_dir`"
-    order = 60
-    def __init__(self, vae, conditioner, out_dir, prompts=SAMPLE_PROMPTS, n_seeds: int = 4):
-        self.vae, self.conditioner, self.out_dir, self.prompts, self.n_seeds = vae, conditioner, Path(out_dir), prompts, n_seeds
-    def after_epoch(self):
-        p = [q for q in self.prompts for _ in range(self.n_seeds)]
-        x = prior_images(self.learn.model.cvae, self.conditioner, self.vae, p, list(range(self.n_seeds)) * len(self.prompts))
-        save_image_grid(x, self.out_dir/f'prior_epoch{self.epoch:03d}.png', nrow=self.n_seeds)
+# %% ../nbs/04_cvae.ipynb #9816a7da
+def prior_grid(vae, conditioner, out_dir, prompts=SAMPLE_PROMPTS, n_seeds: int = 4, every: int = 1) -> ImageGrid:
+    "An `ImageGrid` callback saving decoded prior samples as `out_dir/prior-EEEE.png` (rows: prompts, columns: seeds)"
+    ps, seeds = [p for p in prompts for _ in range(n_seeds)], list(range(n_seeds)) * len(prompts)
+    make = lambda learn: prior_images(trained_model(learn), conditioner, vae, ps, seeds)
+    return ImageGrid(make, out_dir, every=every, ncols=n_seeds, prefix='prior')
 
-def save_image_grid(x: torch.Tensor, dest, nrow: int) -> Path:
-    "Save images in [-1, 1] as one PNG grid, atomically"
-    from text2img_diffusion.unet_diffusion import image_grid
-    im = image_grid(x.cpu(), nrow)
-    return atomic_write(dest, lambda t: im.save(t, format='PNG'))
-
-# %% ../nbs/04_cvae.ipynb #9ae5479c
-def train_cvae(cache_dir, conditioner, out_dir, preset: str = 'tiny', epochs: int = 5, bs: int|None = None,
-               lr: float|None = None, beta: float = 1.0, free_bits: float = 0.1, warmup: float = 0.3,
-               warmup_kind: str = 'linear', vae=None, seed: int = 0, num_workers: int = 0) -> Learner:
-    "Train a CVAE prior on a latent cache with a frozen text `conditioner`; saves it to `out_dir`/cvae"
-    from text2img_diffusion.latents import latent_dls, read_cache_meta
-    meta = read_cache_meta(cache_dir)
-    if meta is None: raise FileNotFoundError(f"no finished latent cache in {cache_dir}; build one with unet_diffusion.build_latent_cache")
-    p = CVAE_PRESETS.get(preset)
-    if p is None: raise ValueError(f"unknown CVAE preset {preset!r}; choose from {', '.join(CVAE_PRESETS)}")
-    set_seed(seed, reproducible=True)
-    dls = latent_dls(cache_dir, bs=bs or p['bs'], num_workers=num_workers, seed=seed, device=conditioner.device)
-    c, h, w = meta['shape'][1:]
-    cvae = cvae_from_preset(preset, c, h, conditioner.dim)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    cbs = [PriorGrid(vae, conditioner, out)] if vae is not None else []
-    learn = cvae_learner(dls, cvae, conditioner, lr=lr or p['lr'], beta=beta, free_bits=free_bits, warmup=warmup,
-                         warmup_kind=warmup_kind, cbs=cbs)
-    learn.fit_one_cycle(epochs, lr or p['lr'])
-    save_cvae(cvae, out/'cvae')
-    rec = learn.recorder
-    hist = [dict(zip(['epoch'] + rec.metric_names[1:-1], [i] + [float(v) for v in vals])) for i, vals in enumerate(rec.values)]
-    (out/'train_history.json').write_text(json.dumps(hist, indent=1))
-    fig, ax = plt.subplots(figsize=(5, 3)); ax.plot(rec.losses); ax.set_xlabel('step'); ax.set_ylabel('training loss')
-    fig.savefig(out/'loss.png', dpi=100, bbox_inches='tight'); plt.close(fig)
-    return learn
-
+# %% ../nbs/04_cvae.ipynb #d547836d
 def save_cvae(cvae: LatentCVAE, dest) -> Path:
     "`save_pretrained` into a temporary folder beside `dest`, then swap it into place"
     return atomic_dir(dest, cvae.save_pretrained)
 
-# %% ../nbs/04_cvae.ipynb #5d23b485
-def prior_generator(cvae: LatentCVAE, conditioner, vae, temperature: float = 1.0):
-    "`generate(prompts, seeds) -> images in [-1,1]` that decodes one CVAE prior sample per prompt"
-    return lambda prompts, seeds: prior_images(cvae, conditioner, vae, prompts, seeds, temperature)
+# %% ../nbs/04_cvae.ipynb #9ae5479c
+def train_cvae(cache_dir,                     # latent cache folder (latents.build_latent_cache)
+               conditioner,                   # frozen text conditioner (clip_cond.TextConditioner)
+               out_dir=None,                  # run folder (cvae/, checkpoints/, grids, metrics.json); None: a temp dir
+               preset: str = 'tiny',          # CVAE size: tiny | celeba64
+               epochs: int = 2,               # passes over the training data
+               bs: int|None = None,           # batch size (None: the preset's)
+               lr: float|None = None,         # peak learning rate of the one-cycle schedule (None: the preset's)
+               beta: float = 1.0,             # KL weight after warm-up
+               free_bits: float = 0.1,        # nats per channel of u that cost nothing
+               warmup: float = 0.3,           # fraction of training over which beta rises
+               warmup_kind: str = 'linear',   # how beta rises: linear | sigmoid | constant
+               vae=None,                      # VAE that decodes the prior grids (None: no grids)
+               resume=None,                   # run folder or checkpoint to continue from (None: start afresh)
+               seed: int = 0,                 # random seed
+               num_workers: int = 0,          # data loader worker processes
+               checkpoint_every: int = 1,     # epochs between checkpoints (the last epoch always has one)
+               sample_every: int = 1,         # epochs between prior grids (0: none)
+               cbs=None) -> Learner:          # extra fastai callbacks
+    "Train a CVAE prior on a latent cache with a frozen text `conditioner`; saves it to `out_dir`/cvae"
+    meta = read_cache_meta(cache_dir)
+    if meta is None:
+        raise FileNotFoundError(f"no finished latent cache in {cache_dir}; build one with latents.build_latent_cache")
+    p = preset_config(CVAE_PRESETS, preset, 'CVAE preset')
+    bs, lr = bs or p['bs'], lr or p['lr']
+    out = Path(out_dir or tempfile.mkdtemp(prefix='cvae-')); out.mkdir(parents=True, exist_ok=True)
+    set_seed(seed, reproducible=True)
+    dls = latent_dls(cache_dir, bs=bs, num_workers=num_workers, seed=seed, device=conditioner.device)
+    c, h, w = meta['shape'][1:]
+    cvae = cvae_from_preset(preset, c, h, conditioner.dim).to(conditioner.device)
+    log = MetricsLog(out)
+    extra = [Checkpoint(out, every=checkpoint_every), log]
+    if vae is not None and sample_every: extra.append(prior_grid(vae, conditioner, out, every=sample_every))
+    learn = cvae_learner(dls, cvae, conditioner, lr=lr, beta=beta, free_bits=free_bits, warmup=warmup,
+                         warmup_kind=warmup_kind, cbs=extra + list(cbs or []))
+    start = load_checkpoint(learn, resume) if resume is not None else 0
+    learn.fit_one_cycle(epochs, lr, start_epoch=start)
+    save_cvae(cvae, out/'cvae')
+    log.write(preset=preset, epochs=epochs, bs=bs, lr=lr, beta=beta, free_bits=free_bits, warmup=warmup,
+              warmup_kind=warmup_kind, seed=seed, resumed_from_epoch=start, latent_shape=[c, h, w],
+              params=sum(q.numel() for q in cvae.parameters()))
+    return learn
 
+# %% ../nbs/04_cvae.ipynb #fa034dfc
 def mean_pairwise_distance(x: torch.Tensor) -> float:
     "Mean RMS distance between all pairs of images (or latents) in `x`"
     f = x.float().flatten(1)
@@ -300,7 +304,13 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
     n = len(f)
     return float(d.sum() / (n * (n - 1))) if n > 1 else 0.0
 
+# %% ../nbs/04_cvae.ipynb #5d23b485
+def prior_generator(cvae: LatentCVAE, conditioner, vae, temperature: float = 1.0):
+    "`generate(prompts, seeds) -> images in [-1,1]` that decodes one CVAE prior sample per prompt"
+    return lambda prompts, seeds: prior_images(cvae, conditioner, vae, prompts, seeds, temperature)
+
 def prior_diversity(cvae, conditioner, vae, prompts: list, n_seeds: int = 8, temperature: float = 1.0) -> pd.Series:
     "Mean pairwise distance of `n_seeds` decoded prior samples, for each prompt"
     gen = prior_generator(cvae, conditioner, vae, temperature)
-    return pd.Series({p: mean_pairwise_distance(gen([p] * n_seeds, list(range(n_seeds)))) for p in prompts}, name='diversity')
+    return pd.Series({p: mean_pairwise_distance(gen([p] * n_seeds, list(range(n_seeds)))) for p in prompts},
+                     name='diversity')
