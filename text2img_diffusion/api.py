@@ -200,7 +200,7 @@ def read_latent(data: bytes, max_elems: int = 2**22) -> np.ndarray:
         if 'latent' in d: a = d['latent']
         elif len(d) == 1: a = next(iter(d.values()))
         else:
-            raise UploadError(422, f"the safetensors file holds {len(d)} tensors ({', '.join(list(d)[:5])}); "
+            raise UploadError(422, f"the safetensors file holds {len(d)} tensors ({', '.join(sorted(d)[:5])}); "
                                    "name the latent 'latent' or send one tensor")
     else:
         raise UploadError(415, "the upload is neither a .npy nor a safetensors file (pickled tensors, e.g. from "
