@@ -26,12 +26,14 @@ COMMANDS = {
 # short options some commands accept besides their long ones
 ALIASES = {'generate': {'-n': '--n', '-o': '--out'}}
 
+# %% ../nbs/09_cli.ipynb #e470ffe7
 def load_command(name: str):
     "The function behind subcommand `name`"
     if name not in COMMANDS: raise KeyError(f"unknown command {name!r}; choose from {', '.join(sorted(COMMANDS))}")
     mod, fn = COMMANDS[name].split(':')
-    return getattr(importlib.import_module(mod), fn)
+    return getattr(importlib.import_module(mod), fn)   # by name, on purpose: only the command asked for is imported
 
+# %% ../nbs/09_cli.ipynb #9ea36b54
 def normalise_options(command: str, args: list) -> list:
     "Expand a command's short aliases, and accept `--learning-rate` for `--learning_rate` (the seed's spelling)"
     al = ALIASES.get(command, {})
@@ -44,8 +46,11 @@ def normalise_options(command: str, args: list) -> list:
         out.append(a)
     return out
 
+# %% ../nbs/09_cli.ipynb #87402fbb
 def _usage() -> str:
-    return 't2i COMMAND [options]   (t2i COMMAND --help for its options)\n\ncommands:\n' + '\n'.join(f'  {k}' for k in sorted(COMMANDS))
+    "What `t2i` and `t2i --help` print: the usage line and the commands"
+    return ('t2i COMMAND [options]   (t2i COMMAND --help for its options)\n\ncommands:\n'
+            + '\n'.join(f'  {k}' for k in sorted(COMMANDS)))
 
 def main(argv=None) -> int:
     "Entry point of the `t2i` console script"

@@ -4,31 +4,35 @@
 
 # %% ../nbs/10_train_pipeline.ipynb #23a07364
 from __future__ import annotations
-import ast, fcntl, json, os, re, shutil, signal, subprocess, sys, time
+import ast, ctypes, fcntl, json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import nbformat
-from fastcore.basics import store_attr
+from fastcore.basics import patch, store_attr
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 import text2img_diffusion
 from .data import atomic_write
+from .eval import BUNDLED_JUDGE
+from .sampling import BUNDLED_MODEL
+from .vae import NOTEBOOK_RUN_ENV
 
 # %% auto #0
 __all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'notebooks_dir', 'cell_flags', 'job_notebook', 'Stage', 'expand',
-           'pipeline_stages', 'PipelineError', 'parse_overrides', 'PipelineRun', 'train_pipeline', 'train_cli']
+           'pipeline_stages', 'PipelineError', 'parse_overrides', 'preset_settings', 'apply_overrides', 'PipelineRun',
+           'run_summary', 'train_pipeline', 'train_cli']
 
 # %% ../nbs/10_train_pipeline.ipynb #973fabdc
 NOTEBOOKS_ENV = 'T2I_NOTEBOOKS'
-SKIP_FLAGS = ('slow', 'gpu', 'notest', 'eval:false')
 
 def notebooks_dir(path=None) -> Path:
-    "The folder of numbered notebooks: `path`, else $T2I_NOTEBOOKS, else nbs/ of the source checkout this package runs from"
+    "The folder of numbered notebooks: `path`, else $T2I_NOTEBOOKS, else nbs/ of the checkout this package runs from"
     p = Path(path or os.environ.get(NOTEBOOKS_ENV) or Path(text2img_diffusion.__file__).resolve().parent.parent/'nbs')
     if not (p/'02_vae.ipynb').is_file():
-        raise FileNotFoundError(f"no training notebooks in {p}: run from a source checkout of text2img_diffusion (it has nbs/), "
-                                f"or point --notebooks or ${NOTEBOOKS_ENV} at a copy of its nbs/ folder")
+        raise FileNotFoundError(f"no training notebooks in {p}: run from a source checkout of text2img_diffusion "
+                                f"(it has nbs/), or point --notebooks or ${NOTEBOOKS_ENV} at a copy of its nbs/ folder")
     return p
 
+# %% ../nbs/10_train_pipeline.ipynb #624b4045
 def cell_flags(source: str) -> set:
     "The nbdev directives at the top of a cell (`#| slow` → 'slow', `#| eval: false` → 'eval:false')"
     flags = set()
@@ -37,6 +41,9 @@ def cell_flags(source: str) -> set:
         d = line[2:].strip()
         flags |= {d.replace(' ', '')} if ':' in d else set(d.split())
     return flags
+
+# %% ../nbs/10_train_pipeline.ipynb #1684522e
+SKIP_FLAGS = ('slow', 'gpu', 'notest', 'eval:false')
 
 def job_notebook(src, dest, skip=SKIP_FLAGS) -> int:
     "Write notebook `src` to `dest` without the code cells flagged with one of `skip`; returns how many were left out"
@@ -51,13 +58,15 @@ class Stage:
     "One step of a training run: a notebook run by papermill, or a `module:function` called with keyword arguments"
     def __init__(self, name: str, notebook: str|None = None, call: str|None = None, needs: tuple = (),
                  params: dict|None = None, done_file: str|None = None):
-        if (notebook is None) == (call is None): raise ValueError(f"stage {name!r}: give exactly one of notebook= or call=")
+        if (notebook is None) == (call is None):
+            raise ValueError(f"stage {name!r}: give exactly one of notebook= or call=")
         params = dict(params or {})
         store_attr()
     @property
     def job(self) -> str: return f"notebook {self.notebook}" if self.notebook else f"call {self.call}"
     def __repr__(self): return f"Stage({self.name!r}, {self.job}, needs={list(self.needs)})"
 
+# %% ../nbs/10_train_pipeline.ipynb #09b66e24
 _REF = re.compile(r'\{(\w+)\}')
 
 def expand(value, paths: dict):
@@ -82,7 +91,8 @@ PIPELINE_PRESETS = {
         about='the bundled model: synthetic CelebA at 64 px on a 2-core CPU',
         synthetic=10000, image_size=64, jobs=2, threads=1, judge='bundled', reference='bundled',
         vae=dict(preset='celeba64', epochs=8, bs=32, lr=2e-3, crop_size=32),
-        clip=dict(preset='small', n_images=8000, size=48, epochs=13, bs=128, lr=2e-3, attr_weight=1.0, text_attr_weight=3.0),
+        clip=dict(preset='small', n_images=8000, size=48, epochs=13, bs=128, lr=2e-3,
+                  attr_weight=1.0, text_attr_weight=3.0),
         cvae=dict(preset='celeba64', epochs=6, bs=None, lr=None, beta=1.0, free_bits=0.05),
         unet=dict(preset='celeba64', epochs=12, bs=32, lr=1e-3, prediction_type='epsilon', beta_schedule='cosine',
                   snr_gamma=5.0, cfg_dropout=0.1, ema_decay=0.995, seed=0, sample_every=2),
@@ -114,249 +124,422 @@ PIPELINE_PRESETS['celeba128'] = _derived('celeba64', 'real CelebA at 128 px on o
 # %% ../nbs/10_train_pipeline.ipynb #d8b2e26f
 def pipeline_stages(preset: dict, synthetic: bool = True) -> dict:
     "The stages of a run with sizes from `preset` (a `PIPELINE_PRESETS` entry), keyed by name in a runnable order"
-    from text2img_diffusion.eval import BUNDLED_JUDGE
-    from text2img_diffusion.sampling import BUNDLED_MODEL
-    p, S, size = preset, {}, preset['image_size']
+    p, S, size, threads = preset, {}, preset['image_size'], preset.get('threads')
     data = ('data',) if synthetic else ()
     if synthetic:
-        S['data'] = Stage('data', call='text2img_diffusion.data:make_synthetic_celeba', done_file='list_attr_celeba.csv',
-                          params=dict(dest='{data}', n=p['synthetic'], seed=0))
+        S['data'] = Stage('data', call='text2img_diffusion.data:make_synthetic_celeba',
+                          done_file='list_attr_celeba.csv', params=dict(dest='{data}', n=p['synthetic'], seed=0))
     if p['judge'] == 'bundled': judge, jneed = str(BUNDLED_JUDGE), ()
     else:
         S['judge'] = Stage('judge', '08_eval', needs=data, done_file='config.json',
                            params=dict(data_path='{data}', out_dir='{judge}', **p['judge']))
         judge, jneed = '{judge}', ('judge',)
-    common = dict(data_path='{data}', vae_path='{vae}/vae', text_encoder_path='{clip}', cache_dir='{latents}', image_size=size)
+    common = dict(data_path='{data}', vae_path='{vae}/vae', text_encoder_path='{clip}', cache_dir='{latents}',
+                  image_size=size)
     S['vae'] = Stage('vae', '02_vae', needs=data, done_file='vae/config.json',
-                     params=dict(data_path='{data}', out_dir='{vae}', n_images=None, image_size=size, threads=p.get('threads'), **p['vae']))
+                     params=dict(data_path='{data}', out_dir='{vae}', n_images=None, image_size=size, threads=threads,
+                                 **p['vae']))
     S['clip'] = Stage('clip', '03_clip_cond', needs=data, done_file='config.json',
                       params=dict(data_path='{data}', out_dir='{clip}', **p['clip']))
-    S['latents'] = Stage('latents', call='text2img_diffusion.unet_diffusion:cache_latents', needs=('vae',), done_file='meta.json',
-                         params=dict(vae_path='{vae}/vae', data_path='{data}', out_dir='{latents}', size=size, threads=p.get('threads')))
+    S['latents'] = Stage('latents', call='text2img_diffusion.unet_diffusion:cache_latents', needs=('vae',),
+                         done_file='meta.json',
+                         params=dict(vae_path='{vae}/vae', data_path='{data}', out_dir='{latents}', size=size,
+                                     threads=threads))
     S['cvae'] = Stage('cvae', '04_cvae', needs=('latents', 'clip') + jneed, done_file='cvae/config.json',
                       params=dict(common, judge_path=judge, out_dir='{cvae}', **p['cvae']))
-    S['unet'] = Stage('unet', '05_unet_diffusion', needs=('latents', 'clip'), done_file='scheduler/scheduler_config.json',
-                      params=dict(common, n_images=None, out_dir='{unet}', threads=p.get('threads'), **p['unet']))
-    S['pipeline'] = Stage('pipeline', call='text2img_diffusion.sampling:bundle_cli', needs=('clip', 'vae', 'unet', 'cvae'),
-                          done_file='model_index.json',
-                          params=dict(text_encoder='{clip}', vae='{vae}/vae', unet='{unet}', cvae='{cvae}/cvae', out='{pipeline}',
-                                      record='{record}/plan.json', **p['pipeline']))
+    S['unet'] = Stage('unet', '05_unet_diffusion', needs=('latents', 'clip'),
+                      done_file='scheduler/scheduler_config.json',
+                      params=dict(common, n_images=None, out_dir='{unet}', threads=threads, **p['unet']))
+    S['pipeline'] = Stage('pipeline', call='text2img_diffusion.sampling:bundle_cli',
+                          needs=('clip', 'vae', 'unet', 'cvae'), done_file='model_index.json',
+                          params=dict(text_encoder='{clip}', vae='{vae}/vae', unet='{unet}', cvae='{cvae}/cvae',
+                                      out='{pipeline}', record='{record}/plan.json', **p['pipeline']))
     ref = str(BUNDLED_MODEL) if p.get('reference') == 'bundled' else p.get('reference')
     S['report'] = Stage('report', '08_eval', needs=('pipeline',) + jneed, done_file='report.json',
-                        params=dict(data_path='{data}', judge_path=judge, pipeline_path='{pipeline}', reference_path=ref,
-                                    out_dir='{report}', n_images=300, **p['report']))
+                        params=dict(data_path='{data}', judge_path=judge, pipeline_path='{pipeline}',
+                                    reference_path=ref, out_dir='{report}', n_images=300, **p['report']))
     return S
 
 # %% ../nbs/10_train_pipeline.ipynb #3d4770ce
 class PipelineError(RuntimeError): "A training run that cannot go on: a failed stage, a busy or inconsistent run folder"
 
-def _die_with_parent():
-    "In the child, before exec: get SIGKILL when the runner dies (Linux), so no job outlives a killed run"
-    try:
-        import ctypes
-        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except Exception: pass
-
-_CALL = "import importlib, json, sys; m, f = sys.argv[1].split(':'); getattr(importlib.import_module(m), f)(**json.loads(sys.argv[2]))"
-
+# %% ../nbs/10_train_pipeline.ipynb #dc242547
 def parse_overrides(text) -> dict:
-    "'unet.epochs=2 vae.lr=1e-3' (or a dict) → {'unet.epochs': 2, 'vae.lr': 0.001}; values are Python literals, else strings"
+    "'unet.epochs=2 vae.lr=1e-3' (or a dict) → {'unet.epochs': 2, 'vae.lr': 0.001}; values are literals, else strings"
     if not text: return {}
     if isinstance(text, dict): return dict(text)
     out = {}
     for item in re.split(r'[\s,]+', text.strip()):
         key, eq, val = item.partition('=')
-        if not eq or '.' not in key: raise ValueError(f"override {item!r}: expected STAGE.PARAM=VALUE, e.g. unet.epochs=2")
+        if not eq or '.' not in key:
+            raise ValueError(f"override {item!r}: expected STAGE.PARAM=VALUE, e.g. unet.epochs=2")
         try: out[key] = ast.literal_eval(val)
         except (ValueError, SyntaxError): out[key] = val
     return out
 
+# %% ../nbs/10_train_pipeline.ipynb #aac1d3c2
+def preset_settings(preset: str, data_path=None) -> dict:
+    "A copy of `PIPELINE_PRESETS[preset]`; refuses an unknown preset, or a real-CelebA one without `data_path`"
+    if preset not in PIPELINE_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PIPELINE_PRESETS)}")
+    p = json.loads(json.dumps(PIPELINE_PRESETS[preset]))
+    if data_path is None and not p['synthetic']:
+        raise ValueError(f"preset {preset!r} trains on real CelebA: pass data_path (a CelebA folder or zip)")
+    return p
+
+# %% ../nbs/10_train_pipeline.ipynb #cadd8481
+def apply_overrides(stages: dict, overrides) -> dict:
+    "`stages` with `overrides` (see `parse_overrides`) set in their parameters; refuses an override of no stage"
+    for key, val in parse_overrides(overrides).items():
+        name, _, param = key.partition('.')
+        if name not in stages: raise ValueError(f"override {key!r}: no stage {name!r} (stages: {', '.join(stages)})")
+        stages[name].params[param] = val
+    return stages
+
+# %% ../nbs/10_train_pipeline.ipynb #520c8c64
+def _check_redo(redo, stages: dict):
+    "Refuse a `--redo` of a stage the run does not have"
+    unknown = set(redo) - set(stages)
+    if unknown: raise ValueError(f"--redo {', '.join(sorted(unknown))}: no such stage (stages: {', '.join(stages)})")
+
+# %% ../nbs/10_train_pipeline.ipynb #ac1634ef
+def _check_needs(stages: dict):
+    "Refuse a run in which a stage needs one the run does not have"
+    for s in stages.values():
+        missing = [n for n in s.needs if n not in stages]
+        if missing: raise ValueError(f"stage {s.name!r} needs {missing}, which this run does not have")
+
 # %% ../nbs/10_train_pipeline.ipynb #74171167
-class _Job:
-    def __init__(self, stage, proc, log, t0): store_attr()
-
-def _tail(path, n=15) -> str:
-    try: return '\n'.join(Path(path).read_text(errors='replace').splitlines()[-n:])
-    except OSError: return ''
-
 class PipelineRun:
     "A training run in folder `out`: plan, lock, launch stages as their inputs become ready, record what finished"
     def __init__(self, out, stages: dict, data=None, preset_name: str = '', jobs: int = 1, threads: int|None = None,
                  notebooks=None, python: str = sys.executable):
         self.out = Path(out).expanduser().resolve()
         self.rec = self.out/'record'
-        self.stages, self.preset_name, self.jobs, self.threads, self.python = stages, preset_name, max(1, jobs), threads, python
+        self.stages, self.preset_name, self.jobs, self.threads = stages, preset_name, max(1, jobs), threads
+        self.python = python
         self.nbs = notebooks_dir(notebooks) if any(s.notebook for s in stages.values()) else None
         self.paths = {n: self.out/n for n in stages} | {'record': self.rec}
         self.paths['data'] = self.out/'data' if data is None else Path(data).expanduser().resolve()
-        for s in stages.values():
-            missing = [n for n in s.needs if n not in stages]
-            if missing: raise ValueError(f"stage {s.name!r} needs {missing}, which this run does not have")
+        _check_needs(stages)
 
-    def params(self, s: Stage) -> dict: return expand(s.params, self.paths)
-    def record_file(self, s: Stage) -> Path: return self.rec/f'{s.name}.json'
+    def params(self, s: Stage) -> dict:
+        "The parameters of `s` with the run's folders filled in"
+        return expand(s.params, self.paths)
+    def record_file(self, s: Stage) -> Path:
+        "Where the record of `s` is written once it succeeded"
+        return self.rec/f'{s.name}.json'
 
-    def is_done(self, s: Stage) -> bool:
-        "Whether `s` finished earlier with the same parameters (an error if it finished with others)"
-        f = self.record_file(s)
-        if not f.exists(): return False
-        was = json.loads(f.read_text()).get('params', {})
-        now = json.loads(json.dumps(self.params(s)))
-        if was != now:
-            diff = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-            raise PipelineError(f"stage {s.name!r} in {self.out} was done with other parameters ({', '.join(diff)}): "
-                                f"use a new --out, or pass --redo {s.name} to run it (and what depends on it) again")
-        return True
+# %% ../nbs/10_train_pipeline.ipynb #e95148ef
+def _write_json(path, obj, **kw):
+    "Write `obj` to `path` as indented JSON, atomically (a reader never sees half a file)"
+    atomic_write(path, lambda t: Path(t).write_text(json.dumps(obj, indent=1, **kw)))
 
-    def lock(self):
-        self.out.mkdir(parents=True, exist_ok=True); self.rec.mkdir(exist_ok=True)
-        self._lockf = open(self.out/'.lock', 'a+')
-        for _ in range(20):      # a killed runner's jobs take a moment to go
-            try: fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB); break
-            except BlockingIOError: time.sleep(0.5)
-        else: raise PipelineError(f"another `t2i train` is using {self.out} (see {self.out/'.lock'}); wait for it or use another --out")
-        self._lockf.seek(0); self._lockf.truncate(); self._lockf.write(f"{os.getpid()}\n"); self._lockf.flush()
+# %% ../nbs/10_train_pipeline.ipynb #4f2d3954
+@patch
+def plan(self: PipelineRun) -> dict:
+    "What the run will do: its preset, data, and every stage's job, needs and parameters"
+    stages = {n: dict(job=s.job, needs=list(s.needs), params=self.params(s)) for n, s in self.stages.items()}
+    return dict(preset=self.preset_name, data=str(self.paths['data']), stages=stages)
 
-    def forget(self, names):
-        "Drop the records of stages `names` and of every stage that depends on them, so they run again"
-        names, changed = set(names), True
-        while changed:
-            more = {s.name for s in self.stages.values() if set(s.needs) & names} - names
-            changed = bool(more); names |= more
-        for n in names: self.record_file(self.stages[n]).unlink(missing_ok=True)
-        return names
+@patch
+def write_plan(self: PipelineRun):
+    "Save the plan as record/plan.json (the pipeline stage copies it into the saved model's training record)"
+    _write_json(self.rec/'plan.json', self.plan())
 
-    def launch(self, s: Stage) -> _Job:
-        d = self.paths[s.name]
-        if d.exists():                               # an interrupted or failed attempt: keep it, out of the way
-            att = self.out/'.attempts'; att.mkdir(exist_ok=True)
-            stem, k = f"{s.name}-{time.strftime('%Y%m%d-%H%M%S')}", 0
-            while (att/f"{stem}-{k}").exists(): k += 1
-            os.replace(d, att/f"{stem}-{k}")
-        d.mkdir(parents=True)
-        params = self.params(s)
-        from text2img_diffusion.vae import NOTEBOOK_RUN_ENV     # 02's CLI test cell must not start a run of its own
-        env = {**os.environ, 'PYTHONUNBUFFERED': '1', NOTEBOOK_RUN_ENV: '1'}
-        if self.threads: env |= dict(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        if s.notebook:
-            job, pf = self.rec/f'.{s.name}.input.ipynb', self.rec/f'.{s.name}.params.json'
-            job_notebook(self.nbs/f'{s.notebook}.ipynb', job)
-            pf.write_text(json.dumps(params))
-            cmd = [self.python, '-m', 'papermill', str(job), str(self.rec/f'{s.name}.ipynb'), '-f', str(pf),
-                   '--cwd', str(self.out), '--log-output', '--no-progress-bar']
-        else: cmd = [self.python, '-c', _CALL, s.call, json.dumps(params)]
-        log = open(self.rec/f'{s.name}.log', 'w')
-        log.write(f"# {s.job}\n# {json.dumps(params)}\n"); log.flush()
-        proc = subprocess.Popen(cmd, cwd=self.out, env=env,   # not cwd=d: stages may swap their folder in whole
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent)
-        return _Job(s, proc, log, time.time())
+# %% ../nbs/10_train_pipeline.ipynb #71137542
+def _changed(was: dict, now: dict) -> list:
+    "The keys whose values differ between two parameter dicts, sorted"
+    return sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
 
-    def finish(self, j: _Job, rc: int):
+# %% ../nbs/10_train_pipeline.ipynb #db55c8cc
+@patch
+def is_done(self: PipelineRun, s: Stage) -> bool:
+    "Whether `s` finished earlier with the same parameters (an error if it finished with others)"
+    f = self.record_file(s)
+    if not f.exists(): return False
+    was, now = json.loads(f.read_text()).get('params', {}), json.loads(json.dumps(self.params(s)))
+    if was != now:
+        raise PipelineError(f"stage {s.name!r} in {self.out} was done with other parameters "
+                            f"({', '.join(_changed(was, now))}): use a new --out, "
+                            f"or pass --redo {s.name} to run it (and what depends on it) again")
+    return True
+
+# %% ../nbs/10_train_pipeline.ipynb #9bde6509
+@patch
+def dependents(self: PipelineRun, names) -> set:
+    "`names` and every stage that depends on one of them, directly or through others"
+    names, changed = set(names), True
+    while changed:
+        more = {s.name for s in self.stages.values() if set(s.needs) & names} - names
+        changed = bool(more); names |= more
+    return names
+
+@patch
+def forget(self: PipelineRun, names) -> set:
+    "Drop the records of stages `names` and of every stage that depends on them, so they run again"
+    names = self.dependents(names)
+    for n in names: self.record_file(self.stages[n]).unlink(missing_ok=True)
+    return names
+
+# %% ../nbs/10_train_pipeline.ipynb #0b24c8ef
+def _try_flock(f, tries: int = 20, wait: float = 0.5) -> bool:
+    "Lock the open file `f`, trying `tries` times `wait` s apart (a killed runner's jobs take a moment to go)"
+    for _ in range(tries):
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+        except BlockingIOError: time.sleep(wait)
+    return False
+
+# %% ../nbs/10_train_pipeline.ipynb #f859b38e
+@patch
+def lock(self: PipelineRun):
+    "Create the run folder and hold its lock file (with this process's id), so a second runner is refused"
+    self.out.mkdir(parents=True, exist_ok=True); self.rec.mkdir(exist_ok=True)
+    self._lockf = open(self.out/'.lock', 'a+')
+    if not _try_flock(self._lockf):
+        raise PipelineError(f"another `t2i train` is using {self.out} (see {self.out/'.lock'}); "
+                            f"wait for it or use another --out")
+    self._lockf.seek(0); self._lockf.truncate(); self._lockf.write(f"{os.getpid()}\n"); self._lockf.flush()
+
+@patch
+def unlock(self: PipelineRun):
+    "Let go of the run folder's lock"
+    fcntl.flock(self._lockf, fcntl.LOCK_UN); self._lockf.close()
+
+# %% ../nbs/10_train_pipeline.ipynb #cd662d75
+@patch
+def set_aside(self: PipelineRun, s: Stage) -> Path|None:
+    "Move the folder an interrupted or failed attempt at `s` left into OUT/.attempts/; returns where it went"
+    d = self.paths[s.name]
+    if not d.exists(): return None
+    att = self.out/'.attempts'; att.mkdir(exist_ok=True)
+    stem, k = f"{s.name}-{time.strftime('%Y%m%d-%H%M%S')}", 0
+    while (att/f"{stem}-{k}").exists(): k += 1
+    os.replace(d, att/f"{stem}-{k}")
+    return att/f"{stem}-{k}"
+
+# %% ../nbs/10_train_pipeline.ipynb #69a760c1
+@patch
+def job_env(self: PipelineRun) -> dict:
+    "A job's environment: unbuffered output, `threads` for torch, and 02's CLI test cell told not to start a run"
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', NOTEBOOK_RUN_ENV: '1'}
+    if self.threads: env |= dict(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+    return env
+
+# %% ../nbs/10_train_pipeline.ipynb #f129f8eb
+_CALL = ("import importlib, json, sys; m, f = sys.argv[1].split(':'); "
+         "getattr(importlib.import_module(m), f)(**json.loads(sys.argv[2]))")
+
+@patch
+def job_command(self: PipelineRun, s: Stage, params: dict) -> list:
+    "The command line of the job of `s`; for a notebook it first writes the job's copy and parameters into record/"
+    if not s.notebook: return [self.python, '-c', _CALL, s.call, json.dumps(params)]
+    job, pf = self.rec/f'.{s.name}.input.ipynb', self.rec/f'.{s.name}.params.json'
+    job_notebook(self.nbs/f'{s.notebook}.ipynb', job)
+    pf.write_text(json.dumps(params))
+    return [self.python, '-m', 'papermill', str(job), str(self.rec/f'{s.name}.ipynb'), '-f', str(pf),
+            '--cwd', str(self.out), '--log-output', '--no-progress-bar']
+
+# %% ../nbs/10_train_pipeline.ipynb #a9ee17a4
+def _die_with_parent():
+    "In the child, before exec: get SIGKILL when the runner dies (Linux), so no job outlives a killed run"
+    try: ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except Exception: pass
+
+# %% ../nbs/10_train_pipeline.ipynb #d46fd415
+class _Job:
+    "A launched stage: its `Stage`, process, open log file and start time"
+    def __init__(self, stage, proc, log, t0): store_attr()
+
+@patch
+def launch(self: PipelineRun, s: Stage) -> _Job:
+    "Start the job of `s` in a fresh folder of its own, its output going to record/<stage>.log"
+    self.set_aside(s)
+    self.paths[s.name].mkdir(parents=True)
+    params = self.params(s)
+    env, cmd = self.job_env(), self.job_command(s, params)
+    log = open(self.rec/f'{s.name}.log', 'w')
+    log.write(f"# {s.job}\n# {json.dumps(params)}\n"); log.flush()
+    proc = subprocess.Popen(cmd, cwd=self.out, env=env,   # not cwd=d: stages may swap their folder in whole
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent)
+    return _Job(s, proc, log, time.time())
+
+# %% ../nbs/10_train_pipeline.ipynb #91ede6c8
+def _tail(path, n=15) -> str:
+    "The last `n` lines of the text file `path` ('' if it cannot be read)"
+    try: return '\n'.join(Path(path).read_text(errors='replace').splitlines()[-n:])
+    except OSError: return ''
+
+# %% ../nbs/10_train_pipeline.ipynb #fb9d9994
+@patch
+def why_failed(self: PipelineRun, s: Stage, rc: int) -> str|None:
+    "Why the job of `s` that exited with status `rc` failed; None when it succeeded (status 0, its done_file written)"
+    if rc != 0: return f"exit status {rc}"
+    if s.done_file and not (self.paths[s.name]/s.done_file).exists():
+        return f"it exited cleanly but wrote no {s.done_file}"
+    return None
+
+@patch
+def failure(self: PipelineRun, s: Stage, why: str, secs: float) -> PipelineError:
+    "The error for a failed `s`: why, where its log (and executed notebook) are, and the log's last lines"
+    log = self.rec/f'{s.name}.log'
+    where = f"executed notebook: {self.rec/f'{s.name}.ipynb'}; " if s.notebook else ''
+    return PipelineError(f"stage {s.name!r} ({s.job}) failed after {secs:.0f} s ({why}); {where}log: {log}\n"
+                         f"--- last lines of the log ---\n{_tail(log)}")
+
+# %% ../nbs/10_train_pipeline.ipynb #9d55967a
+@patch
+def write_record(self: PipelineRun, s: Stage, secs: float):
+    "Record that `s` succeeded: its job, needs, parameters, seconds and finishing time (what makes a run resumable)"
+    rec = dict(stage=s.name, job=s.job, needs=list(s.needs), params=self.params(s), seconds=round(secs, 1),
+               finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
+    _write_json(self.record_file(s), rec)
+
+# %% ../nbs/10_train_pipeline.ipynb #a336884c
+@patch
+def finish(self: PipelineRun, j: _Job, rc: int) -> float:
+    "Close the log of the exited job `j` and record its stage, or raise why it failed; returns its seconds"
+    j.log.close()
+    s, secs = j.stage, time.time() - j.t0
+    why = self.why_failed(s, rc)
+    if why: raise self.failure(s, why, secs)
+    self.write_record(s, secs)
+    return secs
+
+# %% ../nbs/10_train_pipeline.ipynb #98732e32
+def _say(t0: float, msg: str):
+    "Print `msg` after the minutes since `t0`"
+    print(f"[{(time.time()-t0)/60:5.1f} min] {msg}", flush=True)
+
+# %% ../nbs/10_train_pipeline.ipynb #3c330405
+@patch
+def start_ready(self: PipelineRun, todo: list, done: set, running: dict, t0: float):
+    "Launch the stages of `todo` whose inputs are `done`, as many as free job slots allow (moved to `running`)"
+    for n in [n for n in todo if set(self.stages[n].needs) <= done][:self.jobs - len(running)]:
+        todo.remove(n); running[n] = self.launch(self.stages[n])
+        _say(t0, f"{n} started ({self.stages[n].job})")
+    if not running: raise PipelineError(f"stages {todo} can never start: their inputs are not produced by this run")
+
+# %% ../nbs/10_train_pipeline.ipynb #d4cb1d74
+def _exited(running: dict):
+    "Yield (name, job, exit status) of each job of `running` that has exited, taking it out of `running`"
+    for n, j in list(running.items()):
+        rc = j.proc.poll()
+        if rc is None: continue
+        del running[n]
+        yield n, j, rc
+
+# %% ../nbs/10_train_pipeline.ipynb #515f051a
+def _stop(running: dict):
+    "Stop the jobs of `running` (after a failure or Ctrl-C): terminate, wait up to 10 s each, then kill"
+    for j in running.values(): j.proc.terminate()
+    for j in running.values():
+        try: j.proc.wait(10)
+        except subprocess.TimeoutExpired: j.proc.kill()
         j.log.close()
-        s, secs = j.stage, time.time() - j.t0
-        if rc == 0 and s.done_file and not (self.paths[s.name]/s.done_file).exists():
-            rc, why = 1, f"it exited cleanly but wrote no {s.done_file}"
-        else: why = f"exit status {rc}"
-        if rc != 0:
-            where = f"executed notebook: {self.rec/f'{s.name}.ipynb'}; " if s.notebook else ''
-            raise PipelineError(f"stage {s.name!r} ({s.job}) failed after {secs:.0f} s ({why}); {where}log: {self.rec/f'{s.name}.log'}\n"
-                                f"--- last lines of the log ---\n{_tail(self.rec/f'{s.name}.log')}")
-        rec = dict(stage=s.name, job=s.job, needs=list(s.needs), params=self.params(s), seconds=round(secs, 1),
-                   finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
-        atomic_write(self.record_file(s), lambda t: Path(t).write_text(json.dumps(rec, indent=1)))
-        return secs
 
-    def run(self, redo=(), show_progress: bool = True) -> dict:
-        "Run every stage not done yet; returns {stage: seconds} for the stages run now"
-        self.lock()
-        try:
-            if redo: self.forget(redo)
-            plan = dict(preset=self.preset_name, data=str(self.paths['data']),
-                        stages={n: dict(job=s.job, needs=list(s.needs), params=self.params(s)) for n, s in self.stages.items()})
-            atomic_write(self.rec/'plan.json', lambda t: Path(t).write_text(json.dumps(plan, indent=1)))
-            done = {n for n, s in self.stages.items() if self.is_done(s)}
-            for n in sorted(done): print(f"skipping {n}: done earlier ({self.record_file(self.stages[n])})")
-            todo, running, times = [n for n in self.stages if n not in done], {}, {}
-            pb = progress_bar(range(len(todo)), display=show_progress and bool(todo), leave=True)
-            if todo: pb.update(0)
-            t0 = time.time()
-            try:
-                while todo or running:
-                    for n in [n for n in todo if set(self.stages[n].needs) <= done][:self.jobs - len(running)]:
-                        todo.remove(n); running[n] = self.launch(self.stages[n])
-                        print(f"[{(time.time()-t0)/60:5.1f} min] {n} started ({self.stages[n].job})", flush=True)
-                    if not running: raise PipelineError(f"stages {todo} can never start: their inputs are not produced by this run")
-                    time.sleep(0.5)
-                    for n, j in list(running.items()):
-                        rc = j.proc.poll()
-                        if rc is None: continue
-                        del running[n]
-                        times[n] = self.finish(j, rc); done.add(n)
-                        print(f"[{(time.time()-t0)/60:5.1f} min] {n} done in {times[n]/60:.1f} min", flush=True)
-                        if show_progress: pb.update(len(times)); pb.comment = f"{n} done"
-            finally:
-                for j in running.values():         # a failure or Ctrl-C: stop the other jobs (their records stay unwritten)
-                    j.proc.terminate()
-                for j in running.values():
-                    try: j.proc.wait(10)
-                    except subprocess.TimeoutExpired: j.proc.kill()
-                    j.log.close()
-            return times
-        finally:
-            fcntl.flock(self._lockf, fcntl.LOCK_UN); self._lockf.close()
+# %% ../nbs/10_train_pipeline.ipynb #54786dec
+@patch
+def run_stages(self: PipelineRun, todo: list, done: set, show_progress: bool = True) -> dict:
+    "Run the stages of `todo`, each once its inputs are `done`, `jobs` at a time; returns {stage: seconds}"
+    running, times = {}, {}
+    pb = progress_bar(range(len(todo)), display=show_progress and bool(todo), leave=True)
+    if todo: pb.update(0)
+    t0 = time.time()
+    try:
+        while todo or running:
+            self.start_ready(todo, done, running, t0)
+            time.sleep(0.5)
+            for n, j, rc in _exited(running):
+                times[n] = self.finish(j, rc); done.add(n)
+                _say(t0, f"{n} done in {times[n]/60:.1f} min")
+                if show_progress: pb.update(len(times)); pb.comment = f"{n} done"
+    finally: _stop(running)         # a failure or Ctrl-C: stop the other jobs (their records stay unwritten)
+    return times
+
+# %% ../nbs/10_train_pipeline.ipynb #77491c61
+@patch
+def done_earlier(self: PipelineRun) -> set:
+    "The stages an earlier call finished with the same parameters, each reported as skipped"
+    done = {n for n, s in self.stages.items() if self.is_done(s)}
+    for n in sorted(done): print(f"skipping {n}: done earlier ({self.record_file(self.stages[n])})")
+    return done
+
+# %% ../nbs/10_train_pipeline.ipynb #b7587320
+@patch
+def run(self: PipelineRun, redo=(), show_progress: bool = True) -> dict:
+    "Run every stage not done yet; returns {stage: seconds} for the stages run now"
+    self.lock()
+    try:
+        if redo: self.forget(redo)
+        self.write_plan()
+        done = self.done_earlier()
+        return self.run_stages([n for n in self.stages if n not in done], done, show_progress)
+    finally: self.unlock()
+
+# %% ../nbs/10_train_pipeline.ipynb #a17a97f6
+def run_summary(run: PipelineRun, times: dict, wall: float) -> dict:
+    "What run.json holds: preset, folder, this call's wall time, each stage's seconds and share, the report's numbers"
+    secs = {n: json.loads(run.record_file(s).read_text())['seconds'] for n, s in run.stages.items()}
+    total = sum(secs.values())
+    summary = dict(preset=run.preset_name, out=str(run.out), wall_seconds_this_call=round(wall, 1), stage_seconds=secs,
+                   run_now=sorted(times), jobs=run.jobs, threads=run.threads,
+                   stage_share={n: round(v / total, 3) for n, v in secs.items()} if total else {})
+    report = run.paths.get('report', Path('/nonexistent'))/'report.json'
+    if report.exists(): summary['report'] = json.loads(report.read_text())
+    return summary
+
+# %% ../nbs/10_train_pipeline.ipynb #907948cd
+def _print_summary(summary: dict, wall: float):
+    "Print each stage's minutes and share of the run, and what this call did"
+    print(f"\n{'stage':10} {'minutes':>8} {'share':>6}")
+    for n, v in summary['stage_seconds'].items(): print(f"{n:10} {v/60:8.1f} {summary['stage_share'].get(n, 0):6.1%}")
+    ran = len(summary['run_now'])
+    print(f"this call: {wall/60:.1f} min wall ({ran} stages run, {len(summary['stage_seconds']) - ran} skipped)")
 
 # %% ../nbs/10_train_pipeline.ipynb #975834cb
-def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jobs: int|None = None, threads: int|None = None,
-                   redo=(), notebooks=None, show_progress: bool = True) -> Path:
+def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jobs: int|None = None,
+                   threads: int|None = None, redo=(), notebooks=None, show_progress: bool = True) -> Path:
     "Train every stage of `preset` into `out` (resuming a run already there); returns the saved pipeline's folder"
-    if preset not in PIPELINE_PRESETS: raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PIPELINE_PRESETS)}")
-    p = json.loads(json.dumps(PIPELINE_PRESETS[preset]))
-    if data_path is None and not p['synthetic']:
-        raise ValueError(f"preset {preset!r} trains on real CelebA: pass data_path (a CelebA folder or zip)")
-    stages = pipeline_stages(p, synthetic=data_path is None)
-    for key, val in parse_overrides(overrides).items():
-        name, _, param = key.partition('.')
-        if name not in stages: raise ValueError(f"override {key!r}: no stage {name!r} (stages: {', '.join(stages)})")
-        stages[name].params[param] = val
-    unknown = set(redo) - set(stages)
-    if unknown: raise ValueError(f"--redo {', '.join(sorted(unknown))}: no such stage (stages: {', '.join(stages)})")
+    p = preset_settings(preset, data_path)
+    stages = apply_overrides(pipeline_stages(p, synthetic=data_path is None), overrides)
+    _check_redo(redo, stages)
     run = PipelineRun(out, stages, data=data_path, preset_name=preset, jobs=jobs or p['jobs'],
                       threads=threads if threads is not None else p.get('threads'), notebooks=notebooks)
     t0 = time.time()
     times = run.run(redo=redo, show_progress=show_progress)
     wall = time.time() - t0
-    summary = dict(preset=preset, out=str(run.out), wall_seconds_this_call=round(wall, 1),
-                   stage_seconds={n: json.loads(run.record_file(s).read_text())['seconds'] for n, s in stages.items()},
-                   run_now=sorted(times), jobs=run.jobs, threads=run.threads)
-    total = sum(summary['stage_seconds'].values())
-    summary['stage_share'] = {n: round(v / total, 3) for n, v in summary['stage_seconds'].items()} if total else {}
-    if (run.paths.get('report', Path('/nonexistent'))/'report.json').exists():
-        summary['report'] = json.loads((run.paths['report']/'report.json').read_text())
-    atomic_write(run.out/'run.json', lambda t: Path(t).write_text(json.dumps(summary, indent=1, default=str)))
-    print(f"\n{'stage':10} {'minutes':>8} {'share':>6}")
-    for n, v in summary['stage_seconds'].items(): print(f"{n:10} {v/60:8.1f} {summary['stage_share'].get(n, 0):6.1%}")
-    print(f"this call: {wall/60:.1f} min wall ({len(times)} stages run, {len(stages) - len(times)} skipped)")
+    summary = run_summary(run, times, wall)
+    _write_json(run.out/'run.json', summary, default=str)
+    _print_summary(summary, wall)
     pipe = run.paths.get('pipeline')
-    if pipe is not None: print(f"pipeline: {pipe}   (generate(prompt, model='{pipe}') or t2i generate ... --model {pipe})")
+    if pipe is not None:
+        print(f"pipeline: {pipe}   (generate(prompt, model='{pipe}') or t2i generate ... --model {pipe})")
     return pipe
 
+# %% ../nbs/10_train_pipeline.ipynb #24521fa4
+def _stage_names(text) -> list:
+    "'unet,report' or 'unet report' → ['unet', 'report']"
+    return [r for r in re.split(r'[\s,]+', text or '') if r]
+
+# %% ../nbs/10_train_pipeline.ipynb #4c359507
 def _sigterm_to_interrupt(signum, frame): raise KeyboardInterrupt
 
 @call_parse
-def train_cli(preset: str = 'tiny',          # tiny | synthetic64-cpu | celeba64 | celeba128
-              out: str = 'runs/demo',        # run folder: one subfolder per stage, record/ (executed notebooks, logs), run.json
-              data_path: str = None,         # CelebA folder or zip (synthetic presets draw their own when not given)
-              set: str = None,               # overrides, e.g. "unet.epochs=2 vae.lr=1e-3"
-              jobs: int = None,              # stages run side by side (default: the preset's)
-              threads: int = None,           # torch threads per stage (default: the preset's)
-              redo: str = None,              # stages to run again even if done, e.g. "unet,report"
-              notebooks: str = None):        # folder of the numbered notebooks (default: the checkout's nbs/)
+def train_cli(
+    preset: str = 'tiny',       # tiny | synthetic64-cpu | celeba64 | celeba128
+    out: str = 'runs/demo',     # run folder: one subfolder per stage, record/ (executed notebooks, logs), run.json
+    data_path: str = None,      # CelebA folder or zip (synthetic presets draw their own when not given)
+    set: str = None,            # overrides, e.g. "unet.epochs=2 vae.lr=1e-3"
+    jobs: int = None,           # stages run side by side (default: the preset's)
+    threads: int = None,        # torch threads per stage (default: the preset's)
+    redo: str = None,           # stages to run again even if done, e.g. "unet,report"
+    notebooks: str = None,      # folder of the numbered notebooks (default: the checkout's nbs/)
+):
     "Train the whole pipeline by running the notebooks as papermill jobs; run it again to resume"
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)   # `kill` stops the jobs cleanly, like Ctrl-C
-    try:
-        train_pipeline(out, preset, data_path, set, jobs, threads, [r for r in re.split(r'[\s,]+', redo or '') if r], notebooks)
-    except (PipelineError, ValueError, FileNotFoundError) as e:
-        sys.exit(f"t2i train: {e}")
+    try: train_pipeline(out, preset, data_path, set, jobs, threads, _stage_names(redo), notebooks)
+    except (PipelineError, ValueError, FileNotFoundError) as e: sys.exit(f"t2i train: {e}")
     except KeyboardInterrupt:
         sys.exit(f"t2i train: interrupted; run the same command again to continue from the last finished stage")
