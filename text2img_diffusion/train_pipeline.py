@@ -11,8 +11,8 @@ from fastcore.basics import patch, store_attr
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 import text2img_diffusion
-from .data import atomic_write
-from .eval import BUNDLED_JUDGE
+from .core import atomic_write
+from .judge import BUNDLED_JUDGE
 from .sampling import BUNDLED_MODEL
 from .vae import NOTEBOOK_RUN_ENV
 
@@ -131,7 +131,7 @@ def pipeline_stages(preset: dict, synthetic: bool = True) -> dict:
                           done_file='list_attr_celeba.csv', params=dict(dest='{data}', n=p['synthetic'], seed=0))
     if p['judge'] == 'bundled': judge, jneed = str(BUNDLED_JUDGE), ()
     else:
-        S['judge'] = Stage('judge', '08_eval', needs=data, done_file='config.json',
+        S['judge'] = Stage('judge', '01b_judge', needs=data, done_file='config.json',
                            params=dict(data_path='{data}', out_dir='{judge}', **p['judge']))
         judge, jneed = '{judge}', ('judge',)
     common = dict(data_path='{data}', vae_path='{vae}/vae', text_encoder_path='{clip}', cache_dir='{latents}',
@@ -141,7 +141,7 @@ def pipeline_stages(preset: dict, synthetic: bool = True) -> dict:
                                  **p['vae']))
     S['clip'] = Stage('clip', '03_clip_cond', needs=data, done_file='config.json',
                       params=dict(data_path='{data}', out_dir='{clip}', **p['clip']))
-    S['latents'] = Stage('latents', call='text2img_diffusion.unet_diffusion:cache_latents', needs=('vae',),
+    S['latents'] = Stage('latents', call='text2img_diffusion.latents:cache_latents', needs=('vae',),
                          done_file='meta.json',
                          params=dict(vae_path='{vae}/vae', data_path='{data}', out_dir='{latents}', size=size,
                                      threads=threads))
