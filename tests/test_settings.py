@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 NBS = Path(__file__).resolve().parent.parent/'nbs'
-STAGES = {'02_vae': 'vae:train_vae', '03_clip_cond': 'clip_cond:train_clip',
+STAGES = {'01b_judge': 'judge:train_judge', '02_vae': 'vae:train_vae', '03_clip_cond': 'clip_cond:train_clip',
           '04_cvae': 'cvae:train_cvae', '05_unet_diffusion': 'unet_diffusion:train_unet'}
 
 def parameters_cell(nb: str) -> dict:
