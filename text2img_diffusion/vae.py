@@ -199,7 +199,7 @@ def recon_metrics() -> list:
 
 # %% ../nbs/02_vae.ipynb #c8f6e649
 class ReconFD(Metric):
-    "Feature distance (08_eval's judge features) between validation images and their reconstructions"
+    "Feature distance (01b_judge's judge features) between validation images and their reconstructions"
     def __init__(self, judge, max_images: int = 512): self.judge, self.max_images = judge, max_images
     def reset(self): self.real, self.rec, self.n = [], [], 0
     def accumulate(self, learn):
