@@ -55,7 +55,8 @@ def main():
     warnings.simplefilter('ignore')
     from fastai.callback.core import Callback
     from text2img_diffusion.data import make_synthetic_celeba, load_celeba, CelebAItems
-    from text2img_diffusion.vae import vae_from_preset, load_pretrained_vae
+    from text2img_diffusion.vae import vae_from_preset, load_pretrained_vae, encode_latents
+    from text2img_diffusion.latents import build_latent_cache, latent_dls, read_cache_meta
     from text2img_diffusion.clip_cond import TextConditioner, caption_corpus
     from text2img_diffusion import unet_diffusion as U
 
@@ -74,9 +75,9 @@ def main():
     tok, te = U.random_text_encoder(caption_corpus(df), a.text_preset)
     cond = TextConditioner(tok, te.to(dev))
     t1 = time.time()
-    cache = U.build_latent_cache(vae, df, tmp/'cache', size=size, bs=64)
+    cache = build_latent_cache(vae, df, tmp/'cache', size=size, bs=64)
     t_cache = time.time() - t1
-    meta = U.read_cache_meta(cache)
+    meta = read_cache_meta(cache)
     C, h = meta['shape'][1], meta['shape'][2]
     sched = U.make_noise_scheduler('cosine', 'epsilon')
     info = dict(device=str(torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'), preset=a.preset, bs=bs,
@@ -107,7 +108,7 @@ def main():
         if dev.type == 'cuda': torch.cuda.synchronize()
 
     # ---- 1. Learner vs plain loop, same model/data/batch ------------------------------------------------------------
-    dls = U.latent_dls(cache, bs=bs, device=dev, seed=0)
+    dls = latent_dls(cache, bs=bs, device=dev, seed=0)
     batches = []
     for b in dls.train:
         batches.append((b[0], list(b[1])))
@@ -265,7 +266,7 @@ def main():
                                         vae_on_the_fly=vae_, cbs=[EpochTimer()])
             with learn.no_bar(), learn.no_logging(): learn.fit(1)
             return learn.train_s, len(dls_.train) * bs
-        cached = U.latent_dls(cache, bs=bs, device=dev, seed=0)
+        cached = latent_dls(cache, bs=bs, device=dev, seed=0)
         tr, va = df[df.partition == 'train'], df[df.partition == 'valid']
         imgs = items_dls(CelebAItems(tr, size=size, flip=False), CelebAItems(va, size=size), bs=bs,
                          device=dev, seed=0)
@@ -275,14 +276,14 @@ def main():
             for b in dl:
                 z = b[0]
                 if vae_ is not None:
-                    with torch.no_grad(): z = U.encode_latents(vae_, z)
+                    with torch.no_grad(): z = encode_latents(vae_, z)
                 k += len(z)
             sync(); return time.perf_counter() - t, k
         dc, _ = data_only(cached.train); df_, _ = data_only(imgs.train, vae)
         res.update(data_only_cached_s=round(dc, 3), data_only_on_the_fly_s=round(df_, 3), data_only_speedup=round(df_ / dc, 1))
         print(f"latents for one epoch, no UNet: cached {dc:.3f}s, decode+resize+VAE encode {df_:.3f}s: {df_/dc:.1f}x", flush=True)
         x1 = imgs.train.one_batch()[0][:1]
-        with FlopCounterMode(display=False) as fc, torch.no_grad(): z1 = U.encode_latents(vae, x1)
+        with FlopCounterMode(display=False) as fc, torch.no_grad(): z1 = encode_latents(vae, x1)
         f_enc = fc.get_total_flops()
         with torch.no_grad(): emb1 = cond([''], device=dev)[0]
         f_step = step_flops(z1.float(), emb1)

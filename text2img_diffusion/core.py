@@ -15,7 +15,7 @@ from PIL import Image
 __all__ = ['atomic_write', 'atomic_dir', 'default_device', 'model_device', 'to_pil', 'image_grid', 'save_image_grid',
            'preset_config', 'world', 'barrier', 'init_distributed', 'unwrap']
 
-# %% ../nbs/00_core.ipynb #cc61fcc7
+# %% ../nbs/00_core.ipynb #013cfe05
 def _usual_permissions(p: Path):
     um = os.umask(0); os.umask(um)
     for f in [p, *(p.rglob('*') if p.is_dir() else [])]: os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~um)
@@ -30,6 +30,7 @@ def atomic_write(dest, write) -> Path:
         if os.path.exists(tmp): os.remove(tmp)
     return dest
 
+# %% ../nbs/00_core.ipynb #233bf6c1
 def atomic_dir(dest, write) -> Path:
     "Call `write(tmp)` with a temporary folder beside `dest`, then swap it into place (the old folder goes only after)"
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
@@ -43,13 +44,15 @@ def atomic_dir(dest, write) -> Path:
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
-# %% ../nbs/00_core.ipynb #67fbf6ed
+# %% ../nbs/00_core.ipynb #1f4f78ae
 def default_device() -> torch.device:
     "CUDA if there is a GPU, else Apple MPS, else the CPU"
     if torch.cuda.is_available(): return torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
+    mps = getattr(torch.backends, 'mps', None)
+    if mps is not None and mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
+# %% ../nbs/00_core.ipynb #dbe05adf
 def model_device(m: nn.Module) -> torch.device:
     "The device of `m`'s first parameter"
     return next(m.parameters()).device
@@ -62,7 +65,7 @@ def to_pil(images: torch.Tensor) -> list:
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return [Image.fromarray(a) for a in x.permute(0, 2, 3, 1).numpy()]
 
-# %% ../nbs/00_core.ipynb #48359ad8
+# %% ../nbs/00_core.ipynb #a6352665
 def image_grid(images, ncols: int|None = None, pad: int = 0) -> Image.Image:
     "Images (PIL, or a [-1,1] tensor) pasted into one grid, row by row, `pad` pixels apart"
     ims = to_pil(images) if torch.is_tensor(images) else list(images)
@@ -71,9 +74,11 @@ def image_grid(images, ncols: int|None = None, pad: int = 0) -> Image.Image:
     w, h = ims[0].size
     nrows = math.ceil(len(ims) / ncols)
     g = Image.new('RGB', (ncols * (w + pad) + pad, nrows * (h + pad) + pad))
-    for i, im in enumerate(ims): g.paste(im.convert('RGB'), (pad + (i % ncols) * (w + pad), pad + (i // ncols) * (h + pad)))
+    for i, im in enumerate(ims):
+        g.paste(im.convert('RGB'), (pad + (i % ncols) * (w + pad), pad + (i // ncols) * (h + pad)))
     return g
 
+# %% ../nbs/00_core.ipynb #34ae61ea
 def save_image_grid(images, dest, ncols: int|None = None, pad: int = 1) -> Path:
     "`image_grid` of `images` saved as a PNG at `dest`, atomically"
     im = image_grid(images, ncols, pad)
@@ -95,14 +100,15 @@ def barrier():
     "Wait for every process of the group (nothing to wait for in a single process)"
     if dist.is_available() and dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/00_core.ipynb #fcb8e6da
+# %% ../nbs/00_core.ipynb #e1241d19
 def init_distributed() -> tuple:
     "Start the process group when launched by torchrun / accelerate (gloo on CPU, nccl on CUDA); returns (rank, world)"
     if int(os.environ.get('WORLD_SIZE', 1)) > 1 and not (dist.is_available() and dist.is_initialized()):
-        from accelerate import PartialState   # lazy: accelerate's import costs a second, and only multi-process runs need it
+        from accelerate import PartialState   # lazy: its import costs a second, and only multi-process runs need it
         PartialState(cpu=not torch.cuda.is_available())
     return world()
 
+# %% ../nbs/00_core.ipynb #409adedb
 def unwrap(m: nn.Module) -> nn.Module:
     "The module inside DDP / torch.compile / accelerate wrappers"
     while True:
