@@ -23,13 +23,13 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.functional.classification import binary_auroc
 
-from .core import atomic_dir, atomic_write, model_device
+from .core import BUNDLED_JUDGE, atomic_dir, atomic_write, model_device
 from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, items_dls, load_celeba,
     make_synthetic_celeba)
 
 # %% auto #0
-__all__ = ['BUNDLED_JUDGE', 'PROMPT_PHRASES', 'NEGATABLE_IN_PROMPTS', 'INCEPTION_WEIGHTS', 'INCEPTION_URL', 'CLIP_MEAN',
-           'CLIP_STD', 'as_image_batch', 'AttributeJudge', 'MaskedBCE', 'attr_accuracy', 'train_judge', 'judge_predict',
+__all__ = ['PROMPT_PHRASES', 'NEGATABLE_IN_PROMPTS', 'INCEPTION_WEIGHTS', 'INCEPTION_URL', 'CLIP_MEAN', 'CLIP_STD',
+           'as_image_batch', 'AttributeJudge', 'MaskedBCE', 'attr_accuracy', 'train_judge', 'judge_predict',
            'load_faces', 'judge_report', 'mean_rendered_accuracy', 'save_judge', 'load_judge', 'judge_train',
            'parse_attr_set', 'prompt_for', 'prompt_set', 'specs_from_data', 'prompt_faithfulness', 'JudgeFeatures',
            'judge_features', 'feature_distance', 'fd_with_floor', 'inception_fid_status', 'inception_fid',
@@ -202,8 +202,6 @@ def save_judge(judge: AttributeJudge, path, report: pd.DataFrame|None = None, **
         if report is not None: report.to_csv(d/'report.csv')
         (d/'info.json').write_text(json.dumps(info, indent=1, default=str))
     return atomic_dir(Path(path).expanduser(), write)
-
-BUNDLED_JUDGE = Path(__import__('text2img_diffusion').__file__).parent/'bundled'/'judge64'
 
 def load_judge(path=None, device=None) -> AttributeJudge:
     "The `AttributeJudge` saved at `path` (default: the bundled one, trained on synthetic data), in eval mode"

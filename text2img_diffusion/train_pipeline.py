@@ -11,10 +11,7 @@ from fastcore.basics import patch, store_attr
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 import text2img_diffusion
-from .core import atomic_write
-from .judge import BUNDLED_JUDGE
-from .sampling import BUNDLED_MODEL
-from .vae import NOTEBOOK_RUN_ENV
+from .core import BUNDLED_JUDGE, BUNDLED_MODEL, NOTEBOOK_RUN_ENV, atomic_write
 
 # %% auto #0
 __all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'notebooks_dir', 'cell_flags', 'job_notebook', 'Stage', 'expand',
