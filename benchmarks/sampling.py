@@ -16,7 +16,8 @@ usage: python benchmarks/sampling.py [--model DIR] [--judge DIR] [--data CELEBA_
 import argparse, time, warnings
 import numpy as np, torch
 from contextlib import nullcontext
-from text2img_diffusion.sampling import load_pipeline, generate, make_scheduler, seeded_generators, per_image_layers, BUNDLED_MODEL
+from text2img_diffusion.core import BUNDLED_MODEL
+from text2img_diffusion.sampling import load_pipeline, generate, make_scheduler, seeded_generators, per_image_layers
 
 def timed(*fs, repeat=3, rounds=2):
     """Best wall time of each of `fs`: `rounds` rounds, each running every f once to warm up (allocator state differs

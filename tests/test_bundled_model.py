@@ -4,7 +4,8 @@ without batch invariance the two agree to float rounding."""
 import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest
-from text2img_diffusion.sampling import BUNDLED_MODEL, generate, load_pipeline
+from text2img_diffusion.core import BUNDLED_MODEL
+from text2img_diffusion.sampling import generate, load_pipeline
 
 def test_bundled_model_is_small_and_complete():
     files = [f for f in BUNDLED_MODEL.rglob('*') if f.is_file()]

@@ -21,17 +21,16 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from fastcore.script import call_parse, Param
 from fastprogress.fastprogress import progress_bar
 
-import text2img_diffusion
 from .clip_cond import encode_prompts, encoder_max_length, load_text_encoder, train_caption_tokenizer
 from .cvae import LatentCVAE, start_timesteps, cvae_init
-from .core import atomic_dir, atomic_write, default_device, image_grid
+from .core import BUNDLED_MODEL, atomic_dir, atomic_write, default_device, image_grid
 from .vae import decode_latents, load_pretrained_vae
 from .unet_diffusion import load_unet
 
 # %% auto #0
-__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'BUNDLED_MODEL', 'make_scheduler',
-           'per_image_layers', 'to_output', 'Text2FacePipeline', 'tiny_pipeline', 'seeded_generators',
-           'assemble_pipeline', 'save_bundle', 'bundle_cli', 'load_pipeline', 'generate', 'generate_cli']
+__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'make_scheduler', 'per_image_layers',
+           'to_output', 'Text2FacePipeline', 'tiny_pipeline', 'seeded_generators', 'assemble_pipeline', 'save_bundle',
+           'bundle_cli', 'load_pipeline', 'generate', 'generate_cli']
 
 # %% ../nbs/06_sampling.ipynb #38f1d380
 _no_clip = dict(clip_sample=False)     # latents have unit std: clipping x₀ to [-1, 1] would destroy them
@@ -304,8 +303,6 @@ def bundle_cli(text_encoder: str,          # tokenizer + text encoder folder (03
     return Path(out)
 
 # %% ../nbs/06_sampling.ipynb #10b58170
-BUNDLED_MODEL = Path(text2img_diffusion.__file__).parent/'bundled'/'celeba64'
-
 @lru_cache(maxsize=4)
 def _load(path: str, device: str, dtype: str) -> Text2FacePipeline:
     p = Text2FacePipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype))
