@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_vae.ipynb #7bf73689
 from __future__ import annotations
-import os, random, sys, tempfile
+import inspect, os, random, sys, tempfile
 from argparse import SUPPRESS
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 import papermill as pm
 from fastcore.basics import store_attr
+from fastcore.meta import delegates
 from fastcore.script import Param, call_parse
 from fastprogress.fastprogress import progress_bar
 from fastai.data.load import DataLoader
@@ -32,10 +33,10 @@ from .training import (Autocast, Checkpoint, ClipGrad, EpochSeed, GradAccum, Ima
                                          MetricsLog, NaNGuard, find_checkpoint, load_checkpoint, trained_model)
 
 # %% auto #0
-__all__ = ['VAE_PRESETS', 'vae_from_preset', 'downsample_factor', 'PretrainedVAENotFound', 'load_pretrained_vae', 'cache_images',
-           'VAEItems', 'ToChannelsLast', 'split_frame', 'vae_dls', 'VAEForward', 'kl_per_pixel', 'VAELoss',
-           'TorchMetric', 'recon_metrics', 'ReconFD', 'compute_scaling_factor', 'set_scaling_factor', 'encode_latents',
-           'decode_latents', 'recon_images', 'train_vae', 'find_vae_notebook', 'train_vae_cli']
+__all__ = ['VAE_PRESETS', 'JOB_ONLY', 'vae_from_preset', 'downsample_factor', 'PretrainedVAENotFound', 'load_pretrained_vae',
+           'cache_images', 'VAEItems', 'ToChannelsLast', 'split_frame', 'vae_dls', 'VAEForward', 'kl_per_pixel',
+           'VAELoss', 'TorchMetric', 'recon_metrics', 'ReconFD', 'compute_scaling_factor', 'set_scaling_factor',
+           'encode_latents', 'decode_latents', 'recon_images', 'train_vae', 'find_vae_notebook', 'train_vae_cli']
 
 # %% ../nbs/02_vae.ipynb #073e1dac
 VAE_PRESETS = {
@@ -358,39 +359,19 @@ def find_vae_notebook(notebook=None) -> Path:
     return p
 
 # %% ../nbs/02_vae.ipynb #ba5e1f00
+JOB_ONLY = ['cache', 'channels_last', 'device', 'df', 'cbs']   # train_vae's in-process arguments: not for a papermill job
+
 @call_parse
-def train_vae_cli(data_path: str = None,            # CelebA folder or zip; None: a synthetic set in the run folder
-                  n_images: int = None,             # seeded subset of real data (None: all); synthetic (None: 100)
-                  out_dir: str = None,              # run folder (keeps the executed notebook); None: a temp dir
-                  preset: str = 'tiny',             # size preset: tiny, celeba64, celeba128, celeba256
-                  image_size: int = None,           # image size; None: the preset's
-                  epochs: int = 2,                  # passes over the training data
-                  bs: int = None,                   # batch size; None: the preset's
-                  lr: float = None,                 # peak learning rate of the one-cycle schedule; None: the preset's
-                  beta_max: float = 1e-6,           # weight of the KL term (per pixel)
-                  beta_schedule: str = 'sigmoid',   # β warm-up: sigmoid, linear or constant
-                  beta_warmup: float = 0.5,         # share of training over which β warms up
-                  l1: float = 1.,                   # weight of the L1 term
-                  mse: float = 1.,                  # weight of the MSE term
-                  clip: float = 1.0,                # gradient norm clipping; None: off
-                  grad_accum: int = 1,              # batches per optimizer step
-                  wd: float = 0.,                   # weight decay
-                  pct_start: float = 0.1,           # share of the one-cycle schedule warming the learning rate up
-                  validation_ratio: float = None,   # re-split train+valid with this validation share; None: official
-                  pretrained: str = None,           # hub id or local diffusers directory to fine-tune from
-                  resume: str = None,               # a run folder (its latest checkpoint) or a checkpoint to continue
-                  seed: int = 0,                    # random seed
-                  num_workers: int = 0,             # data loading processes
-                  crop_size: int = None,            # train on random crops of this size (validation on whole images)
-                  threads: int = None,              # torch CPU threads (1 is fastest on a shared, oversubscribed CPU)
-                  grid_n: int = 8,                  # validation images in each reconstruction grid
-                  judge: str = None,                # a trained attribute judge: reconstruction FD per epoch
-                  notebook: str = None,             # the 02_vae notebook to run (default: the checkout's)
-                  save_dir: Param(SUPPRESS, str) = None,          # the seed's name of `out_dir` (hidden)
-                  batch_size: Param(SUPPRESS, int) = None,        # the seed's name of `bs` (hidden)
-                  learning_rate: Param(SUPPRESS, float) = None):  # the seed's name of `lr` (hidden)
+@delegates(train_vae, but=JOB_ONLY)
+def train_vae_cli(notebook: str = None,                            # the 02_vae notebook to run (default: the checkout's)
+                  save_dir: Param(SUPPRESS, str) = None,           # the seed's name of `out_dir` (hidden)
+                  batch_size: Param(SUPPRESS, int) = None,         # the seed's name of `bs` (hidden)
+                  learning_rate: Param(SUPPRESS, float) = None,    # the seed's name of `lr` (hidden)
+                  **kwargs):                                       # `train_vae`'s settings, the same names and defaults
     "Train a VAE by running the 02_vae notebook with papermill (`train_vae`'s settings); returns the run folder"
-    out_dir, bs, lr = save_dir or out_dir, batch_size or bs, learning_rate or lr
+    out_dir = save_dir or kwargs.get('out_dir')
+    bs, lr = batch_size or kwargs.get('bs'), learning_rate or kwargs.get('lr')
+    pretrained, resume = kwargs.get('pretrained'), kwargs.get('resume')
     nb = find_vae_notebook(notebook)
     if pretrained is not None and not Path(pretrained).is_dir():
         try: load_pretrained_vae(pretrained)
@@ -399,11 +380,9 @@ def train_vae_cli(data_path: str = None,            # CelebA folder or zip; None
     ck = None if resume is None else find_checkpoint(resume)
     if out_dir is None and ck is not None: out_dir = ck.parent.parent
     save = Path(absolute(out_dir) or tempfile.mkdtemp(prefix='vae_')); save.mkdir(parents=True, exist_ok=True)
-    params = dict(data_path=absolute(data_path), n_images=n_images, out_dir=str(save), preset=preset,
-                  image_size=image_size, epochs=epochs, bs=bs, lr=lr, beta_max=beta_max, beta_schedule=beta_schedule,
-                  beta_warmup=beta_warmup, l1=l1, mse=mse, clip=clip, grad_accum=grad_accum, wd=wd, pct_start=pct_start,
-                  validation_ratio=validation_ratio, pretrained=pretrained, resume=absolute(resume), seed=seed,
-                  num_workers=num_workers, crop_size=crop_size, threads=threads, grid_n=grid_n, judge=absolute(judge))
+    params = {k: kwargs.get(k, p.default) for k, p in inspect.signature(train_vae).parameters.items()
+              if k not in JOB_ONLY and p.kind == p.POSITIONAL_OR_KEYWORD}
+    params |= dict(out_dir=str(save), bs=bs, lr=lr, **{k: absolute(params[k]) for k in ('data_path', 'resume', 'judge')})
     tmp = save/f'.{nb.stem}.running.ipynb'
     prev = os.environ.get(NOTEBOOK_RUN_ENV)
     os.environ[NOTEBOOK_RUN_ENV] = '1'      # the kernel inherits it: the notebook's CLI test cell must not recurse
