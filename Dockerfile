@@ -27,13 +27,13 @@ RUN if ! python3 -m venv --help >/dev/null 2>&1; then \
         apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*; \
     fi && python3 -m venv /opt/venv
 
-RUN pip install --index-url ${TORCH_INDEX} --extra-index-url https://pypi.org/simple torch==2.14.1 torchvision==0.29.1
+RUN pip install --index-url ${TORCH_INDEX} torch==2.14.1 torchvision==0.29.1
 
 WORKDIR /src
 COPY settings.ini setup.py MANIFEST.in README.md ./
 COPY text2img_diffusion ./text2img_diffusion
 RUN pip install . && cd / && rm -rf /src \
- && python -c "from text2img_diffusion.sampling import BUNDLED_MODEL as m; print('bundled model:', m, 'present' if (m/'model_index.json').exists() else 'MISSING')"
+ && python -c "from text2img_diffusion.core import BUNDLED_MODEL as m; print('bundled model:', m, 'present' if (m/'model_index.json').exists() else 'MISSING')"
 
 RUN useradd --create-home --uid 10001 t2i
 USER t2i
