@@ -41,4 +41,5 @@ WORKDIR /home/t2i
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"
-CMD ["uvicorn", "text2img_diffusion.api:app", "--host", "0.0.0.0", "--port", "8000"]
+# t2i serve, not plain uvicorn: it adds the read deadlines and connection limits (07_api, T2I_* variables)
+CMD ["t2i", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -11,8 +11,22 @@ server still answers /health and /generate afterwards.
     python benchmarks/api_load.py --model runs/x/pipeline --steps 20 --device cuda --duration 20
 
 Prints one line per measurement and a JSON summary at the end (also written to --out if given).
+
+    python benchmarks/api_load.py --probes                 # issue 21's abuse probes, bundled model, `t2i serve`
+
+--probes instead serves the bundled model (or --model) with `t2i serve` (so with its read deadlines) and replays the
+four probes of issue 21, printing each figure beside the one measured before (in brackets) and the goal:
+  1. 50 POST /generate {"prompt": "a smiling woman", "n": 1, "steps": 50} whose clients close the socket at once,
+     then a normal request 0.3 s later: its wait (before: 32.3 s; goal: <= one batch's time);
+  2. 12 concurrent /decode of the largest allowed latent, and a /generate once they queue: the codes, its wait
+     against its unloaded latency (before: 12 x 200, the generate waited 27.8 s; goal: 503 for the excess, the
+     generate <= 2 x unloaded);
+  3. 100 connections trickling headers, 100 trickling a body, a chunked body with no last chunk, a Content-Length
+     of 1000 with 24 bytes sent: how long each is held (before: >= 30 s, no answer in 10 s; goal: <= the timeout);
+  4. a [1,4,16,16] float32 .npy of 3e38 to /decode (before: 200, an all-black PNG; goal: 422).
 """
-import argparse, json, os, socket, subprocess, sys, tempfile, threading, time
+import argparse, io, json, os, socket, subprocess, sys, tempfile, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx, numpy as np
@@ -35,6 +49,10 @@ def parse():
     p.add_argument('--batch_invariant', default='off', choices=['auto', 'on', 'off'],
                    help='T2I_BATCH_INVARIANT: on makes a batched image bit for bit its seed alone (the server default: off; auto: on for the CPU)')
     p.add_argument('--out', default=None, help='write the JSON summary here')
+    p.add_argument('--probes', action='store_true', help="issue 21's abuse probes instead of the load test")
+    p.add_argument('--header_timeout', type=float, default=10.0, help='with --probes: T2I_HEADER_TIMEOUT')
+    p.add_argument('--body_timeout', type=float, default=30.0, help='with --probes: T2I_BODY_TIMEOUT')
+    p.add_argument('--trickle', type=int, default=100, help='with --probes: connections trickling headers (and a body)')
     return p.parse_args()
 
 def free_port() -> int:
@@ -43,11 +61,14 @@ def free_port() -> int:
 
 class Server:
     "uvicorn text2img_diffusion.api:app in a subprocess on 127.0.0.1, configured by T2I_* variables"
-    def __init__(self, env: dict, startup_timeout: float):
+    def __init__(self, env: dict, startup_timeout: float, t2i_serve: bool = False):
         self.port = free_port(); self.url = f'http://127.0.0.1:{self.port}'
         full = {**os.environ, 'OMP_NUM_THREADS': env.get('T2I_THREADS', '1'), 'HF_HUB_OFFLINE': '1', **env}
-        self.proc = subprocess.Popen([sys.executable, '-m', 'uvicorn', 'text2img_diffusion.api:app', '--host', '127.0.0.1',
-                                      '--port', str(self.port), '--log-level', 'warning'], env=full,
+        cmd = ([sys.executable, '-c', 'import sys; from text2img_diffusion.cli import main; sys.exit(main())', 'serve',
+                '--log_level', 'warning']
+               if t2i_serve else
+               [sys.executable, '-m', 'uvicorn', 'text2img_diffusion.api:app', '--log-level', 'warning'])
+        self.proc = subprocess.Popen(cmd + ['--host', '127.0.0.1', '--port', str(self.port)], env=full,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         t0 = time.time()
         while True:
@@ -106,8 +127,136 @@ def overload(url: str, body: dict, clients: int, seconds: float) -> dict:
     for t in ts: t.join()
     return dict(clients=clients, codes=codes, retry_after=sorted(retry, key=str), transport_errors=len(errors))
 
+def raw(url: str, data: bytes, close: bool = False, wait: float = 60.0) -> tuple:
+    "Send `data` on a new socket: closed at once if `close`, else (seconds until the server closed it, what it sent)"
+    host, port = url.rsplit('/', 1)[-1].split(':')
+    sk = socket.create_connection((host, int(port)))
+    t0 = time.perf_counter(); sk.sendall(data)
+    if close: sk.close(); return 0.0, b''
+    sk.settimeout(wait); got = b''
+    try:
+        while chunk := sk.recv(4096): got += chunk
+    except (socket.timeout, ConnectionResetError): pass
+    sk.close()
+    return time.perf_counter() - t0, got
+
+def trickle(url: str, head: bytes, wait: float = 60.0) -> float:
+    "Send `head`, then one byte every 0.5 s: seconds until the server closes the connection (`wait` at most)"
+    host, port = url.rsplit('/', 1)[-1].split(':')
+    sk = socket.create_connection((host, int(port))); sk.settimeout(0.5)
+    t0 = time.perf_counter(); sk.sendall(head)
+    try:
+        while time.perf_counter() - t0 < wait:
+            sk.sendall(b'x')
+            try:
+                sk.recv(4096); break                           # anything back (a 408, or the close) ends the hold
+            except socket.timeout: pass
+    except OSError: pass
+    sk.close()
+    return time.perf_counter() - t0
+
+def timed(f, *a, **kw):
+    t0 = time.perf_counter(); r = f(*a, **kw); return r, time.perf_counter() - t0
+
+def probes(a):
+    "Issue 21's four probes against `t2i serve`; prints each figure beside the issue's number and the goal"
+    env = dict(T2I_DEVICE=a.device, T2I_THREADS=str(a.threads), T2I_HEADER_TIMEOUT=str(a.header_timeout),
+               T2I_BODY_TIMEOUT=str(a.body_timeout), T2I_MAX_BATCH=str(a.max_batch), T2I_MAX_STEPS='50')
+    if a.model: env['T2I_MODEL'] = a.model
+    srv = Server(env, a.startup_timeout, t2i_serve=True)
+    res, c = {}, httpx.Client(base_url=srv.url, timeout=300)
+    def show(name, now, before, goal): print(f"{name:58s} {now:>22s}   [before: {before}]   goal: {goal}", flush=True)
+    try:
+        info = c.get('/info').json()
+        print(f"model {info['model_path']} | image {info['model']['image_size']} px | device {a.device} | "
+              f"server torch threads {a.threads} | {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        body = {'prompt': 'a smiling woman', 'n': 1, 'steps': 50}
+        _, alone = timed(c.post, '/generate', json=body)
+        batch_s = alone * a.max_batch            # on CPU a batch costs about its images one by one: an upper bound
+        raw_req = json.dumps(body).encode()
+        req = (b'POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s'
+               % (len(raw_req), raw_req))
+        before = c.get('/info').json()['batching']
+        for _ in range(50): raw(srv.url, req, close=True)
+        time.sleep(0.3)
+        r, waited = timed(c.post, '/generate', json=body)
+        after = c.get('/info').json()['batching']
+        ran = after['images'] - before['images'] - 1
+        res['abandoned'] = dict(wait_s=round(waited, 2), status=r.status_code, unloaded_s=round(alone, 2),
+                                batch_estimate_s=round(batch_s, 2), ran=ran,
+                                cancelled=after['cancelled'] - before['cancelled'], aborted=after['aborted'])
+        show('1. normal request after 50 abandoned (s)', f"{waited:.1f} s", '32.3 s',
+             f"<= one batch (<= {a.max_batch} x unloaded = {batch_s:.1f} s here)")
+        print(f"   {ran} abandoned images ran, {res['abandoned']['cancelled']} cancelled unrun; unloaded {alone:.2f} s")
+
+        f = info['model']['vae_downsample']; side = info['limits']['max_image_side'] // f
+        buf = io.BytesIO()
+        np.save(buf, np.random.default_rng(0).standard_normal((1, 4, side, side)).astype(np.float32))
+        z = buf.getvalue()
+        gen = {'prompt': 'a smiling woman', 'n': 1, 'steps': 20}
+        _, gen_alone = timed(c.post, '/generate', json=gen)
+        _, dec_alone = timed(c.post, '/decode', files={'file': ('z.npy', z)})
+        depth = []
+        def flood(i):
+            r, t = timed(httpx.post, srv.url + '/decode', files={'file': ('z.npy', z)}, timeout=300)
+            return r.status_code, t
+        with ThreadPoolExecutor(13) as ex:
+            futs = [ex.submit(flood, i) for i in range(12)]
+            t0 = time.perf_counter()                       # send the /generate once the decodes are in the queue
+            while (h := c.get('/health').json())['queued'] < 3 and time.perf_counter() - t0 < 20: time.sleep(0.05)
+            depth.append(h)
+            g, g_wait = timed(c.post, '/generate', json=gen)
+            codes = [fu.result() for fu in futs]
+        ok = [t for s, t in codes if s == 200]
+        res['decode_flood'] = dict(codes={s: [x for x, _ in codes].count(s) for s in {x for x, _ in codes}},
+                                   generate_wait_s=round(g_wait, 2), generate_status=g.status_code,
+                                   generate_unloaded_s=round(gen_alone, 2), decode_unloaded_s=round(dec_alone, 2),
+                                   last_200_s=round(max(ok), 2) if ok else None, health_during=depth[0],
+                                   latent=[1, 4, side, side])
+        show(f'2. 12 x /decode [1,4,{side},{side}]: codes', str(res['decode_flood']['codes']), '12 x 200, no 503',
+             '503 for the excess')
+        show('   a /generate sent once they queued waited (s)', f"{g_wait:.1f} s", '27.8 s', f"<= 2 x {gen_alone:.2f} s unloaded")
+        print(f"   one /decode alone {dec_alone:.2f} s; the last 200 after {res['decode_flood']['last_200_s']} s "
+              f"[before: 28.7 s]; /health during: queued {depth[0]['queued']} [before: 0]")
+
+        heads = b'GET /health HTTP/1.1\r\nHost: x\r\n'
+        bodyh = (b'POST /decode HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n'
+                 b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"\r\n\r\n')
+        wait = max(a.header_timeout, a.body_timeout) + 20
+        with ThreadPoolExecutor(2 * a.trickle) as ex:
+            hs = list(ex.map(lambda i: trickle(srv.url, heads if i < a.trickle else bodyh, wait), range(2 * a.trickle)))
+        chunked, got_c = raw(srv.url, b'POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                                      b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"pro\r\n', wait=wait)
+        short, got_s = raw(srv.url, b'POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                                    b'Content-Length: 1000\r\n\r\n' + b'{"prompt": "a man", "n":1', wait=wait)
+        res['slow_clients'] = dict(headers_held_max_s=round(max(hs[:a.trickle]), 2),
+                                   body_held_max_s=round(max(hs[a.trickle:]), 2),
+                                   chunked_answer=(got_c[:12].decode(errors='replace'), round(chunked, 2)),
+                                   short_body_answer=(got_s[:12].decode(errors='replace'), round(short, 2)))
+        show(f'3. {a.trickle} trickling headers: held at most', f"{max(hs[:a.trickle]):.1f} s", '>= 30 s',
+             f"<= {a.header_timeout:g} s (T2I_HEADER_TIMEOUT)")
+        show(f'   {a.trickle} trickling a body: held at most', f"{max(hs[a.trickle:]):.1f} s", '>= 30 s',
+             f"<= {a.body_timeout:g} s + {a.header_timeout:g} s")
+        show('   chunked body, no last chunk: answer', f"{got_c[9:12].decode() or 'none'} in {chunked:.1f} s",
+             'none in 10 s', f"408 <= {a.body_timeout:g} s")
+        show('   Content-Length 1000, 24 bytes sent: answer', f"{got_s[9:12].decode() or 'none'} in {short:.1f} s",
+             'none in 10 s', f"408 <= {a.body_timeout:g} s")
+
+        buf = io.BytesIO(); np.save(buf, np.full((1, 4, 16, 16), 3e38, np.float32))
+        r = c.post('/decode', files={'file': ('z.npy', buf.getvalue())})
+        res['huge_latent'] = dict(status=r.status_code, detail=r.json().get('detail') if r.status_code != 200 else None)
+        show('4. /decode of a [1,4,16,16] .npy of 3e38', str(r.status_code), '200, an all-black PNG', '422')
+        print(f"   {res['huge_latent']['detail']}")
+        res['server_alive'] = srv.proc.poll() is None and c.get('/health').status_code == 200
+        print(f"server alive and healthy afterwards: {res['server_alive']}")
+    finally:
+        c.close(); srv.close()
+    print(json.dumps(res))
+    if a.out: Path(a.out).write_text(json.dumps(res, indent=1))
+
 def main():
     a = parse()
+    if a.probes: return probes(a)
     tmp = tempfile.TemporaryDirectory()
     model = a.model
     if model is None:
