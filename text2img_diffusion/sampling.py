@@ -30,7 +30,7 @@ from .unet_diffusion import load_unet
 # %% auto #0
 __all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'make_scheduler', 'per_image_layers',
            'to_output', 'Text2FacePipeline', 'tiny_pipeline', 'seeded_generators', 'assemble_pipeline', 'save_bundle',
-           'bundle_cli', 'load_pipeline', 'generate', 'generate_cli']
+           'bundle_cli', 'load_pipeline', 'BadImages', 'finite_pixels', 'generate', 'generate_cli']
 
 # %% ../nbs/06_sampling.ipynb #38f1d380
 _no_clip = dict(clip_sample=False)     # latents have unit std: clipping x₀ to [-1, 1] would destroy them
@@ -321,13 +321,24 @@ def load_pipeline(model=None, device=None, dtype=None) -> Text2FacePipeline:
     dtype = dtype or ('float32' if device.type == 'cpu' else 'float16')
     return _load(str(path.resolve()), str(device), str(dtype).replace('torch.', ''))
 
+# %% ../nbs/06_sampling.ipynb #aad2cfe0
+class BadImages(ValueError): "The pipeline gave NaN, infinite or all-black pixels: an error, never a picture"
+
+def finite_pixels(a: np.ndarray, what: str = 'the image', fix: str = 'try other settings (guidance, scheduler, steps)'):
+    "8-bit pixels of `a` (floats in [0, 1], as the pipeline's PIL output); `BadImages` if not finite or all black"
+    if not np.isfinite(a).all():
+        raise BadImages(f"{what} came out with NaN or infinite pixels (the model's numbers overflowed): {fix}")
+    q = (a * 255).round().clip(0, 255).astype(np.uint8)
+    if not q.any(): raise BadImages(f"{what} came out all black: {fix}")
+    return q
+
 # %% ../nbs/06_sampling.ipynb #2eddc216
 def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float = 3.0, negative_prompt=None, seed=None,
              scheduler: str = 'dpm++', init: str = 'cvae', strength: float = DEFAULT_STRENGTH, model=None,
              device=None, batch_size: int = 8, output_type: str = 'pil', progress: bool = True,
              batch_invariant: bool|None = None) -> list:
     """Images for `prompt` (a string or a list): `n` per prompt, reproducible from `seed` (in any batch:
-    `batch_invariant`)"""
+    `batch_invariant`); `BadImages` for a NaN or all-black result"""
     pipe = load_pipeline(model, device)
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts: raise ValueError("no prompts given")
@@ -346,9 +357,12 @@ def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float = 3.0, n
         sl = slice(i, i + batch_size)
         res = pipe(prompts[sl], negative_prompt=negs if negs is None or isinstance(negs, str) else negs[sl],
                    num_inference_steps=steps, guidance_scale=guidance_scale, generator=seeded_generators(seeds[sl]),
-                   init=init, strength=strength, scheduler=scheduler, output_type=output_type,
+                   init=init, strength=strength, scheduler=scheduler,
+                   output_type='np' if output_type == 'pil' else output_type,
                    progress=progress and len(chunks) == 1, batch_invariant=batch_invariant).images
-        out.extend(res if isinstance(res, list) else list(res))
+        for k, a in enumerate(res):
+            q = finite_pixels(a.permute(1, 2, 0).numpy() if torch.is_tensor(a) else a, f'the image of seed {seeds[i + k]}')
+            out.append(Image.fromarray(q) if output_type == 'pil' else a)
     return out
 
 # %% ../nbs/06_sampling.ipynb #8826c298
