@@ -28,7 +28,7 @@ from transformers import (AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPMod
 from transformers.utils import logging as hf_logging
 
 from .core import atomic_dir, atomic_write, preset_config
-from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, captions_for, celeba_dls, load_celeba,
+from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, as_frame, captions_for, celeba_dls, load_celeba,
     make_synthetic_celeba)
 from .judge import CLIP_MEAN, CLIP_STD, load_faces
 
@@ -569,7 +569,7 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
     with tempfile.TemporaryDirectory() as td:
         if data_path is None: data_path = make_synthetic_celeba(Path(td)/'synth', n_images, seed=seed)
         df = load_celeba(data_path)
-        if n_images is not None and n_images < len(df): df = df.sample(n_images, random_state=seed).sort_index()
+        df = as_frame(df, n_images, seed)
         p = preset_config(CLIP_PRESETS, preset, 'CLIP preset')
         corpus = caption_corpus(df, 4, seed)
         tok = train_caption_tokenizer(corpus, vocab_size=p['vocab_size'], max_length=p['max_length'])

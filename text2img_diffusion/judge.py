@@ -24,7 +24,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.functional.classification import binary_auroc
 
 from .core import BUNDLED_JUDGE, atomic_dir, atomic_write, model_device
-from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, items_dls, load_celeba,
+from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, as_frame, items_dls, load_celeba,
     make_synthetic_celeba)
 
 # %% auto #0
@@ -139,7 +139,7 @@ def train_judge(data_path=None,                     # CelebA folder or zip (or p
         if data_path is None:
             raise ValueError("train_judge needs data_path (a CelebA folder) or df (a load_celeba frame)")
         df = load_celeba(data_path)
-    if n_images is not None and n_images < len(df): df = df.sample(n_images, random_state=seed).sort_index()
+    df = as_frame(df, n_images, seed)
     rendered = df.attrs.get('celeba', {}).get('rendered', list(CELEBA_ATTRS))
     set_seed(seed)
     mk = lambda part, flip: CelebAItems(df[df.partition == part], size, flip=flip, captions=False)

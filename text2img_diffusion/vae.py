@@ -27,7 +27,7 @@ from diffusers import AutoencoderKL
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from .core import NOTEBOOK_RUN_ENV, atomic_dir, model_device, preset_config
-from .data import CelebAItems, ScaleImages, load_celeba, make_synthetic_celeba
+from .data import CelebAItems, ScaleImages, as_frame, load_celeba, make_synthetic_celeba
 from .judge import feature_distance, load_judge
 from .training import (Autocast, Checkpoint, ClipGrad, EpochSeed, GradAccum, ImageGrid, LossWarmup,
                                          MetricsLog, NaNGuard, find_checkpoint, load_checkpoint, trained_model)
@@ -135,7 +135,7 @@ def vae_dls(path=None, size: int = 64, bs: int = 32, n: int|None = None, validat
             df: pd.DataFrame|None = None) -> DataLoaders:
     "fastai `DataLoaders` of (images, images) in [-1,1] from CelebA at `path` (or `df`); `crop_size`: training crops"
     df = load_celeba(path) if df is None else df
-    if n is not None and n < len(df): df = df.sample(n, random_state=seed).sort_index()
+    df = as_frame(df, n, seed)
     tr, va = split_frame(df, validation_ratio, seed)
     if not len(tr) or not len(va): raise ValueError(f"need training and validation images; got {len(tr)} and {len(va)}")
     mk = lambda d: CelebAItems(d, size, crop, flip=False, captions=False)
