@@ -199,7 +199,7 @@ def test_overload_gives_503_with_retry_after_and_timeouts_504(model_dir):
         while (h := c.get('/health').json())['queued'] + h['running'] and time.time() - t0 < 60: time.sleep(0.1)
         assert h['queued'] + h['running'] == 0 and c.get('/info').json()['batching']['timeouts'] == 1
 
-def test_page_in_headless_chromium(server, tmp_path):
+def test_page_in_headless_chromium(server, client, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     driver = _chromium(tmp_path)
@@ -216,6 +216,8 @@ def test_page_in_headless_chromium(server, tmp_path):
         WebDriverWait(driver, 90).until(lambda d: d.execute_script(loaded) > 0)
         assert driver.execute_script(loaded) == 16
         assert 'seed 3' in driver.find_element(By.ID, 'images').text
+        api = client.post('/generate', json={'prompt': 'a bald man with glasses', 'steps': 2, 'seed': 3})
+        assert np.array_equal(_page_pixels(driver, '#images img.result'), png(api.content))   # the page's defaults = the API's
         assert not driver.find_element(By.ID, 'error').is_displayed()
         driver.execute_script("document.getElementById('prompt').value = 'a man '.repeat(40)")    # too many tokens
         driver.find_element(By.ID, 'go').click()
@@ -224,6 +226,14 @@ def test_page_in_headless_chromium(server, tmp_path):
         assert not _csp_errors(driver), _csp_errors(driver)                         # the page satisfies its CSP
     finally:
         driver.quit()
+
+def _page_pixels(driver, selector: str) -> np.ndarray:
+    "The RGB pixels of the image `selector` on the page, read back through a canvas"
+    rgba = driver.execute_script("""const i = document.querySelector(arguments[0]), c = document.createElement('canvas');
+        c.width = i.naturalWidth; c.height = i.naturalHeight; const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+        return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)];""", selector)
+    w, h, data = rgba
+    return np.array(data, np.uint8).reshape(h, w, 4)[..., :3]
 
 def test_schemathesis_finds_no_server_errors_nor_undocumented_statuses(server):
     schemathesis = pytest.importorskip('schemathesis', reason='schemathesis is not installed (pip install schemathesis)')
@@ -289,8 +299,8 @@ def test_encode_decode_get_503_past_the_queue(model_dir):
         b = c.get('/info').json()['batching']
         assert b['rejected'] == codes.count(503) and b['calls'] == codes.count(200), b
 
-def test_slow_clients_are_cut_off(model_dir):
-    s = Settings(model=str(model_dir), header_timeout=0.5, body_timeout=0.5, threads=1)
+def test_slow_clients_are_cut_off_and_connections_capped(model_dir):
+    s = Settings(model=str(model_dir), header_timeout=0.5, body_timeout=0.5, threads=1, max_connections=3)
     with Server(create_app(s)) as srv:
         for data in (b'GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: 1', b'',             # headers never end; nothing sent
                      b'POST /decode HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n'
@@ -301,6 +311,13 @@ def test_slow_clients_are_cut_off(model_dir):
                 while chunk := sk.recv(4096): got += chunk
                 held = time.time() - t0
             assert got.startswith(b'HTTP/1.1 408') and held < 3, (data, held, got)
+        assert httpx.get(srv.url + '/health').status_code == 200
+        idle = [socket.create_connection(('127.0.0.1', srv.port)) for _ in range(3)]        # the cap: 3 connections
+        r = httpx.get(srv.url + '/health')
+        for sk in idle: sk.close()
+        assert r.status_code == 503 and 'T2I_MAX_CONNECTIONS' in r.json()['detail'] and r.headers['retry-after'] == '1'
+        assert all(r.headers.get(k) == v for k, v in SECURITY_HEADERS.items()) and r.headers['content-security-policy'] == API_CSP
+        time.sleep(0.2)
         assert httpx.get(srv.url + '/health').status_code == 200
 
 def test_security_headers_on_every_answer(client):
