@@ -185,7 +185,7 @@ def probes(a):
         res['abandoned'] = dict(wait_s=round(waited, 2), status=r.status_code, unloaded_s=round(alone, 2),
                                 batch_estimate_s=round(batch_s, 2), ran=ran,
                                 cancelled=after['cancelled'] - before['cancelled'], aborted=after['aborted'])
-        show('1. normal request after 50 abandoned (s)', f"{waited:.1f} s", '32.3 s',
+        show('1. normal request after 50 abandoned (s)', f"{waited:.1f} s ({r.status_code})", '32.3 s',
              f"<= one batch (<= {a.max_batch} x unloaded = {batch_s:.1f} s here)")
         print(f"   {ran} abandoned images ran, {res['abandoned']['cancelled']} cancelled unrun; unloaded {alone:.2f} s")
 
@@ -195,10 +195,18 @@ def probes(a):
         z = buf.getvalue()
         gen = {'prompt': 'a smiling woman', 'n': 1, 'steps': 20}
         _, gen_alone = timed(c.post, '/generate', json=gen)
+        est = c.get('/info').json()['batching']                  # the server's cost model, before it saw a big decode
         _, dec_alone = timed(c.post, '/decode', files={'file': ('z.npy', z)})
+        cost = lambda kind, units: est['seconds_fixed'].get(kind, 0) + units * est['seconds_per'][kind]
+        res['estimates'] = dict(generate_20_s=round(cost('image_step', 20), 3), generate_20_measured_s=round(gen_alone, 3),
+                                decode_s=round(cost('decode', side * side), 3), decode_measured_s=round(dec_alone, 3))
+        print(f"   cost estimates: 20-step image {res['estimates']['generate_20_s']} s (measured {gen_alone:.2f} s), "
+              f"/decode [1,4,{side},{side}] {res['estimates']['decode_s']} s (measured {dec_alone:.2f} s)")
         depth = []
+        retry = set()
         def flood(i):
             r, t = timed(httpx.post, srv.url + '/decode', files={'file': ('z.npy', z)}, timeout=300)
+            if r.status_code == 503: retry.add(r.headers.get('retry-after'))
             return r.status_code, t
         with ThreadPoolExecutor(13) as ex:
             futs = [ex.submit(flood, i) for i in range(12)]
@@ -212,12 +220,15 @@ def probes(a):
                                    generate_wait_s=round(g_wait, 2), generate_status=g.status_code,
                                    generate_unloaded_s=round(gen_alone, 2), decode_unloaded_s=round(dec_alone, 2),
                                    last_200_s=round(max(ok), 2) if ok else None, health_during=depth[0],
-                                   latent=[1, 4, side, side])
+                                   latent=[1, 4, side, side], retry_after=sorted(retry, key=int),
+                                   preempted=c.get('/info').json()['batching'].get('preempted'))
         show(f'2. 12 x /decode [1,4,{side},{side}]: codes', str(res['decode_flood']['codes']), '12 x 200, no 503',
              '503 for the excess')
         show('   a /generate sent once they queued waited (s)', f"{g_wait:.1f} s", '27.8 s', f"<= 2 x {gen_alone:.2f} s unloaded")
         print(f"   one /decode alone {dec_alone:.2f} s; the last 200 after {res['decode_flood']['last_200_s']} s "
-              f"[before: 28.7 s]; /health during: queued {depth[0]['queued']} [before: 0]")
+              f"[before: 28.7 s]; /health during: queued {depth[0]['queued']} [before: 0]; Retry-After of the 503s "
+              f"{res['decode_flood']['retry_after']}; images run inside a decode (preempted) "
+              f"{res['decode_flood']['preempted']}")
 
         heads = b'GET /health HTTP/1.1\r\nHost: x\r\n'
         bodyh = (b'POST /decode HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n'

@@ -284,6 +284,27 @@ def test_abandoned_requests_are_cancelled_and_counted(model_dir):
     assert b['images'] <= 2 + 2 + (10 - b['cancelled']), b
     assert waited < alone * 4 + 1, (waited, alone)                                # not ten images' time
 
+def test_a_generation_whose_client_leaves_stops_between_steps(model_dir):
+    slow, unet_calls = tiny_pipeline(), []
+    slow.unet.register_forward_pre_hook(lambda m, a: (unet_calls.append(1), time.sleep(0.05)))   # one call per step
+    s = Settings(model=str(model_dir), max_batch=1, max_steps=50, batch_wait=0, threads=1)
+    body = b'{"prompt": "a man", "steps": 50, "init": "noise", "guidance_scale": 1}'
+    with Server(create_app(s, model=slow)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        before = c.get('/info').json()['batching']
+        with socket.create_connection(('127.0.0.1', srv.port)) as sk:
+            sk.sendall(b'POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                       b'Content-Length: %d\r\n\r\n%s' % (len(body), body))
+            t0 = time.time()
+            while c.get('/health').json()['running'] == 0: assert time.time() - t0 < 30; time.sleep(0.02)
+            time.sleep(0.3)                                                      # a few steps run
+            at_close = len(unet_calls)
+        t0 = time.time()
+        while c.get('/health').json()['running']: assert time.time() - t0 < 30, 'the batch did not stop'; time.sleep(0.02)
+        ran_after = len(unet_calls) - at_close
+        after = c.get('/info').json()['batching']
+    assert after['aborted'] - before['aborted'] == 1 and after['images'] == before['images'], (before, after)
+    assert 0 < at_close < 40 and ran_after <= 3, (at_close, ran_after)          # stopped within a step or two
+
 def test_encode_decode_get_503_past_the_queue(model_dir):
     slow = tiny_pipeline()
     slow.vae.decoder.register_forward_pre_hook(lambda m, a: time.sleep(0.3))

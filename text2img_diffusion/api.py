@@ -5,12 +5,13 @@
 # %% auto #0
 __all__ = ['INVARIANCE', 'SchedulerName', 'SEED_MAX', 'EDIT_STRENGTH', 'IMAGE_FORMATS', 'NPY_MAGIC', 'MAX_LATENT_ABS', 'FIX',
            'PAGE_PROMPT', 'PAGE_EDIT_PROMPT', 'ANY_ENDPOINT', 'SECURITY_HEADERS', 'API_CSP', 'DOCS_ASSETS', 'app',
-           'Settings', 'request_model', 'edit_model', 'UploadError', 'png_bytes', 'read_image', 'image_tensor',
-           'latent_bytes', 'read_latent', 'BadOutput', 'QueueFull', 'ClientGone', 'Cancelled', 'BatchWorker', 'warm_up',
-           'client_gone', 'web_page', 'BodyLimit', 'SecurityHeaders', 'html_csp', 'TrustedHosts', 'model_info',
-           'start_inference', 'lifespan', 'ready_pipe', 'in_thread', 'on_invalid_request', 'on_upload_error',
-           'on_client_gone', 'page_router', 'status_router', 'generate_router', 'latent_router', 'docs_router',
-           'create_app', 'GuardedH11Protocol', 'uvicorn_config', 'serve']
+           'Settings', 'request_model', 'edit_model', 'UploadError', 'png_bytes', 'read_image', 'square_image',
+           'image_tensor', 'latent_bytes', 'read_latent', 'BadOutput', 'QueueFull', 'ClientGone', 'Cancelled',
+           'BatchWorker', 'warm_up', 'client_gone', 'web_page', 'BodyLimit', 'SecurityHeaders', 'html_csp',
+           'TrustedHosts', 'model_info', 'start_inference', 'lifespan', 'ready_pipe', 'in_thread', 'queued_images',
+           'on_invalid_request', 'on_upload_error', 'on_client_gone', 'page_router', 'status_router', 'check_prompts',
+           'generate_router', 'latent_router', 'edit_router', 'docs_router', 'create_app', 'GuardedH11Protocol',
+           'uvicorn_config', 'serve']
 
 # %% ../nbs/07_api.ipynb #ef2017e6
 import asyncio, base64, collections, concurrent.futures, contextlib, copy, functools, hashlib, inspect, io, json, math
@@ -20,11 +21,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Literal
+from typing import Annotated, Literal
 
 import h11, numpy as np, torch, uvicorn
 from PIL import Image, UnidentifiedImageError
-from fastapi import APIRouter, FastAPI, File, Query, Request, UploadFile, HTTPException
+from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -160,16 +161,16 @@ def png_bytes(im: Image.Image) -> bytes:
 # %% ../nbs/07_api.ipynb #b350ffc0
 IMAGE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP')
 
-def read_image(data: bytes, max_side: int = 1024) -> Image.Image:
+def read_image(data: bytes, max_side: int = 1024, what: str = 'the upload') -> Image.Image:
     "An RGB image from uploaded bytes, refusing non-images (415), oversized (413) and corrupt or truncated files (422)"
-    if not data: raise UploadError(422, "the upload is empty: send a PNG, JPEG, WebP or BMP image")
+    if not data: raise UploadError(422, f"{what} is empty: send a PNG, JPEG, WebP or BMP image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError, OSError, SyntaxError,
             ValueError) as e:
-        raise UploadError(415, f"the upload is not a readable image ({type(e).__name__}): "
+        raise UploadError(415, f"{what} is not a readable image ({type(e).__name__}): "
                                "send a PNG, JPEG, WebP or BMP image") from None
     if im.format not in IMAGE_FORMATS:
         raise UploadError(415, f"{im.format} images are not accepted: send a PNG, JPEG, WebP or BMP image")
@@ -183,12 +184,15 @@ def read_image(data: bytes, max_side: int = 1024) -> Image.Image:
     return im.convert('RGB')
 
 # %% ../nbs/07_api.ipynb #0873088c
-def image_tensor(im: Image.Image, size: int) -> torch.Tensor:
-    "A [1,3,size,size] tensor in [-1,1]: `im` centre-cropped to a square and resized"
+def square_image(im: Image.Image, size: int) -> Image.Image:
+    "`im` centre-cropped to a square and resized to `size` × `size`"
     w, h = im.size; m = min(w, h)
     left, top = (w - m) // 2, (h - m) // 2
-    im = im.crop((left, top, left + m, top + m)).resize((size, size), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    return im.crop((left, top, left + m, top + m)).resize((size, size), Image.BICUBIC)
+
+def image_tensor(im: Image.Image, size: int) -> torch.Tensor:
+    "A [1,3,size,size] tensor in [-1,1]: `im` centre-cropped to a square and resized"
+    return torch.from_numpy(np.asarray(square_image(im, size), dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
 
 # %% ../nbs/07_api.ipynb #5e2d1c3b
 def latent_bytes(z: np.ndarray, fmt: str = 'npy') -> bytes:
@@ -332,7 +336,7 @@ class BatchWorker:
         # measured cost of each kind of work: seconds = fixed + per_unit × units (image_step: units = images × steps)
         self.per_unit, self.fixed = {}, {}
         self.running, self.busy_until, self.last_batch, self.last_lane, self.last_seconds = 0, 0.0, 0, 'call', 0.
-        self.running_lane = None
+        self.running_lane, self.current = None, []
         # 06's pipeline may take diffusers' step callback; then a batch nobody waits for stops between steps
         self.step_hook = 'callback_on_step_end' in inspect.signature(pipe.__call__).parameters
         # a call (a decode) runs the image batches that queue meanwhile between these layers, its results unchanged
@@ -372,7 +376,9 @@ class BatchWorker:
         other = [] if preempts else [it for it in self.pending if it.lane != lane]
         per_turn = sum(it.cost for it in other) / max(_turns(other, self.max_batch), 1)
         turns = min(_turns(own, self.max_batch) + 1, _turns(other, self.max_batch))
-        running = 0. if preempts and self.running_lane == 'call' else max(0., self.busy_until - time.monotonic())
+        stopping = self.step_hook and self.running_lane == 'generate' and not any(it.job.live() for it in self.current)
+        running = 0. if stopping or (preempts and self.running_lane == 'call') else \
+            max(0., self.busy_until - time.monotonic())               # (a batch nobody waits for stops at its next step)
         return running + sum(it.cost for it in own) + turns * per_turn
 
     def _admit(self, lane: str, n: int, timeout: float):
@@ -544,7 +550,7 @@ class BatchWorker:
     async def _execute(self, batch: list):
         "Run `batch` (images, or a call that images may preempt) on the inference thread and hand out its results"
         call = batch[0].lane == 'call'
-        t0, self.running, self.running_lane = time.monotonic(), len(batch), batch[0].lane
+        t0, self.running, self.running_lane, self.current = time.monotonic(), len(batch), batch[0].lane, batch
         self.busy_until = t0 + sum(it.cost for it in batch)
         if not call: self.last_batch = len(batch)
         if call:
@@ -915,6 +921,15 @@ async def in_thread(request: Request, kind: str, f, *args, units: float = 1.0):
     except asyncio.TimeoutError:
         raise HTTPException(504, f'timed out after {st.settings.timeout:g} s (T2I_TIMEOUT)') from None
 
+async def queued_images(request: Request, prompt: str, negative: str, seeds: list, key: tuple, **edit) -> list:
+    "PNGs of `seeds` from the batch worker (`edit`: photo, mask): 503 when it is full, 504 past the timeout"
+    st = request.app.state
+    try: return await st.worker.generate(prompt, negative, seeds, key, st.settings.timeout,
+                                         gone=lambda: client_gone(request), **edit)
+    except QueueFull as e: raise HTTPException(503, str(e), headers={'Retry-After': str(e.retry_after)}) from None
+    except asyncio.TimeoutError:
+        raise HTTPException(504, f'generation timed out after {st.settings.timeout:g} s (T2I_TIMEOUT)') from None
+
 # %% ../nbs/07_api.ipynb #7f573da6
 async def on_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     "422 with `detail` = 'field: message; …' and the validation `errors`"
@@ -985,6 +1000,14 @@ _GENERATE_200 = {
         'images': {'type': 'array', 'items': {'type': 'string', 'format': 'byte'}},
         'seeds': {'type': 'array', 'items': {'type': 'integer'}}, 'media_type': {'type': 'string'}}}}}}
 
+def check_prompts(request: Request, prompt: str, negative: str):
+    "422 for a prompt or negative prompt longer than the model's text encoder takes (in tokens)"
+    checker = request.app.state.checker
+    try:
+        Text2FacePipeline.check_prompts(checker, [prompt])
+        Text2FacePipeline.check_prompts(checker, [negative], 'negative_prompt')
+    except (ValueError, TypeError) as e: raise HTTPException(422, str(e)) from None
+
 def generate_router(s: Settings) -> APIRouter:
     "`POST /generate`, its request schema built with the limits of `s`; the app's batch worker makes the images"
     GenerateRequest = request_model(s)
@@ -997,19 +1020,11 @@ def generate_router(s: Settings) -> APIRouter:
         init = req.init if req.init != 'auto' else ('cvae' if pipe.cvae is not None else 'noise')
         if init == 'cvae' and pipe.cvae is None:
             return _err(422, "init: this model has no CVAE prior; use init='noise' or 'auto'")
-        try:
-            Text2FacePipeline.check_prompts(st.checker, [req.prompt])
-            Text2FacePipeline.check_prompts(st.checker, [req.negative_prompt], 'negative_prompt')
-        except (ValueError, TypeError) as e: return _err(422, str(e))
+        check_prompts(request, req.prompt, req.negative_prompt)
         seed = req.seed if req.seed is not None else random.randint(0, SEED_MAX - req.n)
         seeds = [seed + i for i in range(req.n)]
         key = (req.steps, float(req.guidance_scale), req.scheduler, init, float(req.strength) if init == 'cvae' else 0.)
-        try: pngs = await st.worker.generate(req.prompt, req.negative_prompt, seeds, key, s.timeout,
-                                             gone=lambda: client_gone(request))
-        except QueueFull as e: return _err(503, str(e), {'Retry-After': str(e.retry_after)})
-        except asyncio.TimeoutError: return _err(504, f'generation timed out after {s.timeout:g} s (T2I_TIMEOUT)')
-        except BadOutput as e: return _err(422, str(e))
-        except ClientGone: return Response(status_code=499)
+        pngs = await queued_images(request, req.prompt, req.negative_prompt, seeds, key)
         accept = request.headers.get('accept', '')
         wants_json = 'application/json' in accept and 'image/png' not in accept
         if req.n == 1 and not wants_json:
@@ -1055,6 +1070,34 @@ def latent_router(s: Settings) -> APIRouter:
                                    f"with 1 <= h, w <= {side}")
         png = await in_thread(request, 'decode', _decode_png, pipe.vae, z, units=z.shape[2] * z.shape[3])
         return Response(png, media_type='image/png')
+    return router
+
+# %% ../nbs/07_api.ipynb #e2851cf7
+_PHOTO = 'a PNG, JPEG, WebP or BMP photo of a face (centre-cropped to a square)'
+
+def edit_router(s: Settings) -> APIRouter:
+    "`POST /edit`: a photo (and optional mask) redrawn under a prompt; form fields and uploads within the limits of `s`"
+    class EditForm(edit_model(s)):
+        file: UploadFile = Field(description=_PHOTO)
+        mask: UploadFile|None = Field(None, description='where to redraw (white) and where to keep the photo '
+                                                        '(black), the same size as the photo; omitted = everywhere')
+    router = APIRouter()
+
+    @router.post('/edit', response_class=Response, responses={
+        200: {'description': 'the edited image (its seed in X-Seed)', 'content': _binary('image/png')},
+        **_error_responses(413, 415, 422, 503, 504)})
+    async def edit(request: Request, form: Annotated[EditForm, Form(media_type='multipart/form-data')]):
+        "Redraw a face photo under a prompt, e.g. 'the same person, smiling': `strength` of the schedule from it"
+        ready_pipe(request)
+        size = request.app.state.info['image_size']
+        photo = square_image(read_image(await form.file.read(), s.max_image_side, 'the photo'), size)
+        mask = None if form.mask is None else square_image(
+            read_image(await form.mask.read(), s.max_image_side, 'the mask'), size).convert('L')
+        check_prompts(request, form.prompt, form.negative_prompt)
+        seed = form.seed if form.seed is not None else random.randint(0, SEED_MAX)
+        key = (form.steps, float(form.guidance_scale), form.scheduler, 'edit', float(form.strength))
+        png = (await queued_images(request, form.prompt, form.negative_prompt, [seed], key, photo=photo, mask=mask))[0]
+        return Response(png, media_type='image/png', headers={'X-Seed': str(seed)})
     return router
 
 # %% ../nbs/07_api.ipynb #52023719
@@ -1109,7 +1152,8 @@ def create_app(settings: Settings|None = None, model=None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, on_invalid_request)
     app.add_exception_handler(UploadError, on_upload_error)
     app.add_exception_handler(ClientGone, on_client_gone)
-    for router in (page_router(s), status_router(s), generate_router(s), latent_router(s)):
+    edits = 'image' in inspect.signature(Text2FacePipeline.__call__).parameters     # 06's image-to-image
+    for router in (page_router(s), status_router(s), generate_router(s), *[edit_router(s)] * edits, latent_router(s)):
         app.include_router(router, responses=_error_responses(*ANY_ENDPOINT))
     app.include_router(docs_router(app.title))
     return app
