@@ -4,33 +4,38 @@
 
 # %% ../nbs/06_sampling.ipynb #ae7ec31f
 from __future__ import annotations
-import contextvars, inspect, json, math, os
+import contextvars, inspect, json, math, os, warnings
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from types import MethodType
 from pathlib import Path
 
-import numpy as np, torch, torch.nn as nn
-from PIL import Image
+import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 from diffusers import (DiffusionPipeline, ImagePipelineOutput, DDPMScheduler, DDIMScheduler,
                        DPMSolverMultistepScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
                        UniPCMultistepScheduler)
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.utils import logging as dlogging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextConfig, CLIPTextModel
+from transformers.utils import logging as tlogging
 from fastcore.script import call_parse, Param
-from fastprogress.fastprogress import progress_bar
+from tqdm.auto import tqdm
 
 from .clip_cond import encode_prompts, encoder_max_length, load_text_encoder, train_caption_tokenizer
 from .cvae import LatentCVAE, start_timesteps, cvae_init
+from .data import crop_box, to_rgb
 from .core import BUNDLED_MODEL, atomic_dir, atomic_write, default_device, image_grid
-from .vae import decode_latents, load_pretrained_vae
+from .vae import decode_latents, downsample_factor, encode_latents, load_pretrained_vae
 from .unet_diffusion import load_unet
 
 # %% auto #0
-__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'make_scheduler', 'per_image_layers',
-           'to_output', 'Text2FacePipeline', 'tiny_pipeline', 'seeded_generators', 'assemble_pipeline', 'save_bundle',
-           'bundle_cli', 'load_pipeline', 'BadImages', 'finite_pixels', 'generate', 'generate_cli']
+__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'DEFAULT_EDIT_STRENGTH',
+           'DEFAULT_SCHEDULER', 'make_scheduler', 'per_image_layers', 'to_output', 'prepare_image', 'prepare_mask',
+           'mask_latents', 'Text2FacePipeline', 'sampling_pipeline', 'tiny_pipeline', 'seeded_generators',
+           'assemble_pipeline', 'save_bundle', 'bundle_cli', 'quiet_libraries', 'load_pipeline', 'BadImages',
+           'finite_pixels', 'generate', 'generate_cli', 'open_photo', 'edit_cli']
 
 # %% ../nbs/06_sampling.ipynb #38f1d380
 _no_clip = dict(clip_sample=False)     # latents have unit std: clipping x₀ to [-1, 1] would destroy them
@@ -99,23 +104,97 @@ def to_output(x: torch.Tensor, output_type: str = 'pil'):
     if output_type == 'np': return arr
     return [Image.fromarray((a * 255).round().clip(0, 255).astype(np.uint8)) for a in arr]
 
+# %% ../nbs/06_sampling.ipynb #b1e0a002
+def _resized_square(im: Image.Image, size: int) -> Image.Image:
+    "`im` center-cropped to a square and resized to `size` (bicubic), as the training faces were (00_data)"
+    return im.resize((size, size), Image.BICUBIC, box=crop_box(*im.size, 'center'), reducing_gap=None)
+
+def _as_list(images, what: str) -> list:
+    if isinstance(images, Image.Image): return [images]
+    if isinstance(images, (list, tuple)) and images and all(isinstance(i, Image.Image) for i in images):
+        return list(images)
+    inner = f" of {type(images[0]).__name__}" if isinstance(images, (list, tuple)) and images else ''
+    raise TypeError(f"{what} must be a PIL image, a non-empty list of them or a tensor; got "
+                    f"{type(images).__name__}{inner} (open a file with PIL.Image.open)")
+
+def prepare_image(image, size: int) -> torch.Tensor:
+    """Photos as a float [N,3,size,size] batch in [-1,1]: PIL images (any mode, converted to RGB) or a [N,3,H,W] /
+    [3,H,W] tensor in [-1,1]; center-cropped to a square and resized to `size`"""
+    if not torch.is_tensor(image):
+        ims = [_resized_square(to_rgb(im), size) for im in _as_list(image, 'image')]
+        return torch.stack([torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in ims]).float() / 127.5 - 1
+    x = image[None] if image.ndim == 3 else image
+    if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+        raise ValueError(f"an image tensor must be float [N,3,H,W] in [-1,1]; got {x.dtype} {tuple(image.shape)}")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1.001 or hi > 1.001:
+        raise ValueError(f"an image tensor must be in [-1,1]; got values in [{lo:.3g}, {hi:.3g}]")
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        s = min(h, w); x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        x = F.interpolate(x.float(), size=(size, size), mode='bicubic', antialias=True, align_corners=False)
+    return x.float().clamp(-1, 1).cpu()
+
+# %% ../nbs/06_sampling.ipynb #b1e0a004
+def prepare_mask(mask_image, size: int) -> torch.Tensor:
+    """Edit masks as a float [N,1,size,size] batch of 0 (keep) and 1 (edit): PIL images (white = edit, black = keep;
+    any mode, read as grey levels) or a [N,1,H,W] / [H,W] tensor in [0,1]; cropped and resized as `prepare_image`,
+    then cut at one half"""
+    if torch.is_tensor(mask_image):
+        m = mask_image.reshape(-1, 1, *mask_image.shape[-2:]) if mask_image.ndim in (2, 3, 4) else None
+        if m is None or (mask_image.ndim == 4 and mask_image.shape[1] != 1):
+            raise ValueError(f"a mask tensor must be [N,1,H,W] or [H,W]; got {tuple(mask_image.shape)}")
+        m = m.float()
+        if m.min() < 0 or m.max() > 1: raise ValueError("a mask tensor must be in [0,1] (1 = edit, 0 = keep)")
+        h, w = m.shape[-2:]; s = min(h, w)
+        m = F.interpolate(m[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s], size=(size, size),
+                          mode='area')
+    else:
+        ims = [_resized_square(to_rgb(im).convert('L'), size) for im in _as_list(mask_image, 'mask_image')]
+        m = torch.stack([torch.from_numpy(np.asarray(im).copy())[None] for im in ims]).float() / 255
+    return (m >= 0.5).float().cpu()
+
+def _match_batch(x: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    "`x` with `n` rows: one row serves all, else `n` must be a multiple of its rows (each row repeated in turn)"
+    if n % len(x):
+        raise ValueError(f"{len(x)} {what}s cannot serve {n} images: pass 1, one per prompt or one per image")
+    return x.repeat_interleave(n // len(x), 0)
+
+def mask_latents(mask: torch.Tensor, n: int, latent_size: int) -> torch.Tensor:
+    "A [N,1,H,W] pixel mask at the latents' size: a latent is edited when most of its pixels are"
+    return _match_batch((F.interpolate(mask, size=(latent_size, latent_size), mode='area') >= 0.5).float(), n, 'mask')
+
 # %% ../nbs/06_sampling.ipynb #902a38b2
 # With init='cvae': the share of the schedule to run from the prior's sample. At 1 the whole schedule runs, from the
 # sample noised to σ_max, which keeps 1/√(1 + σ_max²) ≈ 7% of it: enough to set the coarse layout and colours (06).
 DEFAULT_STRENGTH = 1.0
+# With image=: the share of the schedule to run from the photo's latents (the edit measurement below chose it)
+DEFAULT_EDIT_STRENGTH = 0.6
 
 class Text2FacePipeline(DiffusionPipeline):
     "Text → face latent diffusion: text encoder, optional CVAE prior, cross-attention UNet, VAE decoder"
     model_cpu_offload_seq = 'text_encoder->cvae->unet->vae'
     _optional_components = ['cvae']
+    _callback_tensor_inputs = ['latents', 'prompt_embeds', 'negative_prompt_embeds']
 
     def __init__(self, tokenizer, text_encoder, unet, vae, scheduler, cvae: LatentCVAE|None = None):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, vae=vae, scheduler=scheduler,
                               cvae=cvae)
+        self._interrupt, self._guidance_scale, self._num_timesteps = False, 1.0, 0
 
     @property
     def max_prompt_tokens(self) -> int: return encoder_max_length(self.tokenizer, self.text_encoder)
+    @property
+    def image_size(self) -> int: return self.unet.config.sample_size * downsample_factor(self.vae)
+    @property
+    def guidance_scale(self) -> float: return self._guidance_scale
+    @property
+    def do_classifier_free_guidance(self) -> bool: return self._guidance_scale != 1.0
+    @property
+    def num_timesteps(self) -> int: return self._num_timesteps
+    @property
+    def interrupt(self) -> bool: return self._interrupt
 
     def check_prompts(self, prompts: list, what: str = 'prompt'):
         "Refuse empty prompts and prompts longer than the text encoder reads"
@@ -126,14 +205,31 @@ class Text2FacePipeline(DiffusionPipeline):
             n = len(self.tokenizer(p)['input_ids'])
             if n > L: raise ValueError(f"{what} is {n} tokens long; the text encoder reads at most {L}: shorten it")
 
-    def check_inputs(self, prompts: list, num_inference_steps: int, output_type: str):
-        "Refuse a call that cannot run: no prompts, no steps, an unknown `output_type`, an empty or too long prompt"
-        if not prompts: raise ValueError("no prompts given")
+    def check_inputs(self, prompts: list|None, num_inference_steps: int, output_type: str, strength: float|None = None,
+                     num_images_per_prompt: int = 1, callback_on_step_end_tensor_inputs=None, prompt_embeds=None,
+                     negative_prompt=None, negative_prompt_embeds=None):
+        "Refuse a call that cannot run, naming what is wrong and what was expected"
+        if prompts is not None and prompt_embeds is not None: raise ValueError("pass prompt or prompt_embeds, not both")
+        if prompts is None and prompt_embeds is None: raise ValueError("no prompts given (prompt or prompt_embeds)")
+        if prompts is not None and not prompts: raise ValueError("no prompts given")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("pass negative_prompt or negative_prompt_embeds, not both")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be at least 1, got {num_images_per_prompt}")
         if output_type not in ('pil', 'np', 'pt', 'latent'):
             raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
-        self.check_prompts(prompts)
+        if strength is not None and not 0 < strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if bad: raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, "
+                                 f"got {bad}")
+        if prompt_embeds is not None and negative_prompt_embeds is not None and \
+                negative_prompt_embeds.shape != prompt_embeds.shape:
+            raise ValueError(f"negative_prompt_embeds {tuple(negative_prompt_embeds.shape)} must have the shape of "
+                             f"prompt_embeds {tuple(prompt_embeds.shape)}")
+        if prompts is not None: self.check_prompts(prompts)
 
     def negative_prompts(self, negative_prompt: str|list|None, n: int) -> list:
         "One checked negative prompt per image: `None` is '' (unconditional), one string serves every image"
@@ -149,13 +245,20 @@ class Text2FacePipeline(DiffusionPipeline):
         "One generator per image: a list of `n`, one shared by all, or (`None`) `n` freshly seeded ones"
         if generator is None: generator = [torch.Generator().manual_seed(int(s)) for s in torch.randint(0, 2**31, (n,))]
         gens = generator if isinstance(generator, list) else [generator] * n
-        if len(gens) != n: raise ValueError(f"got {len(gens)} generators for {n} prompts")
+        if len(gens) != n: raise ValueError(f"got {len(gens)} generators for {n} images")
         return gens
 
     def fresh_scheduler(self, scheduler: str|None = None):
         "A scheduler for one call, so concurrent calls share no state: kind `scheduler`, or a copy of the pipeline's"
         if scheduler: return make_scheduler(scheduler, self.scheduler.config)
         return self.scheduler.__class__.from_config(self.scheduler.config)
+
+    def progress_bar(self, iterable=None, total=None, show: bool|None = None):
+        """diffusers' progress bar (tqdm, `set_progress_bar_config`), shown by default only on a terminal and not left
+        behind; `show` True/False forces it on or off"""
+        cfg = dict(disable=None, leave=False) | getattr(self, '_progress_bar_config', {})
+        if show is not None: cfg['disable'] = not show
+        return tqdm(iterable, total=total, **cfg)
 
     def encode(self, prompts: list, negative: list, guidance: bool, per_image: bool = False) -> tuple:
         """Conditioning triples, in the UNet's dtype, for [neg 0, prompt 0, neg 1, prompt 1, …] (prompts alone without
@@ -165,36 +268,86 @@ class Text2FacePipeline(DiffusionPipeline):
         device, dtype = self.unet.device, self.unet.dtype
         return tok.to(device, dtype), pooled.to(device, dtype), mask.to(device)
 
-    def initial_latents(self, scheduler, cond: tuple, generators: list, steps: int, init: str, strength: float,
-                        per_image: bool = False):
-        """Starting latents (drawn on the CPU, one generator per image) and the timesteps still to run; `cond` is the
-        prompts'"""
-        n = len(generators)
+    def encode_prompt(self, prompt: str|list, num_images_per_prompt: int = 1, do_classifier_free_guidance: bool = True,
+                      negative_prompt: str|list|None = None, batch_invariant: bool|None = None) -> tuple:
+        """(prompt_embeds [N,L,D], negative_prompt_embeds [N,L,D] or None without guidance, pooled_prompt_embeds [N,D],
+        prompt_attention_mask [N,L]) for N = prompts × `num_images_per_prompt`, each prompt's rows together. Passed
+        back to the call they give its images exactly"""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts: raise ValueError("no prompts given")
+        self.check_prompts(prompts)
+        neg = self.negative_prompts(negative_prompt, len(prompts))
+        per_image = self.device.type == 'cpu' if batch_invariant is None else bool(batch_invariant)
+        tok, pooled, mask = self.encode(prompts, neg, do_classifier_free_guidance, per_image)
+        out = (tok, None, pooled, mask) if not do_classifier_free_guidance else (tok[1::2], tok[0::2], pooled[1::2],
+                                                                                  mask[1::2])
+        k = num_images_per_prompt
+        return out if k == 1 else tuple(None if t is None else t.repeat_interleave(k, 0) for t in out)
+
+    def image_latents(self, image, n: int, per_image: bool = False) -> torch.Tensor:
+        "Scaled latents (the VAE encoder's mean) of 1, or `n`, photos (see `prepare_image`), one row per image"
+        lat = self.unet.config.in_channels, self.unet.config.sample_size
+        if torch.is_tensor(image) and image.ndim == 4 and tuple(image.shape[1:]) == (lat[0], lat[1], lat[1]):
+            z = image.float()                                             # latents already (as diffusers accepts)
+        else:
+            x = prepare_image(image, self.image_size)
+            with per_image_layers(self.vae) if per_image else nullcontext():
+                z = torch.cat([encode_latents(self.vae, x[i:i + 1]) for i in range(len(x))]) if per_image \
+                    else encode_latents(self.vae, x)
+        return _match_batch(z, n, 'image').to(self.unet.device, self.unet.dtype)
+
+    def initial_latents(self, scheduler, cond: tuple, generators: list, steps: int, init: str = 'cvae',
+                        strength: float = DEFAULT_STRENGTH, per_image: bool = False, latents=None,
+                        image_latents=None) -> tuple:
+        """(starting latents, the timesteps still to run, the noise the start was made with). `latents`: that noise
+        [N,C,h,w] (unit std; else drawn on the CPU, one generator per image). The start is the noise × σ_max
+        (init='noise'), or `strength` of the schedule back from the CVAE prior's sample of `cond` (the prompts'
+        conditioning; init='cvae') or from `image_latents`: that sample noised to the first timestep run"""
+        n, dev = len(generators), self.unet.device
         c, s = self.unet.config.in_channels, self.unet.config.sample_size
+        if latents is not None:
+            if tuple(latents.shape) != (n, c, s, s):
+                raise ValueError(f"latents must be [{n}, {c}, {s}, {s}] (one per image), got {tuple(latents.shape)}")
+            latents = latents.to(dev, torch.float32)
+        draw = lambda: randn_tensor((n, c, s, s), generator=generators, device=torch.device('cpu'),
+                                    dtype=torch.float32).to(dev)
+        if image_latents is not None:
+            ts = start_timesteps(scheduler, steps, strength, device=dev)
+            noise = (draw() if latents is None else latents).to(image_latents.dtype)
+            return scheduler.add_noise(image_latents, noise, ts[:1].expand(n)).to(self.unet.dtype), ts, noise
         if init == 'cvae':
             if self.cvae is None: raise ValueError("init='cvae' needs a pipeline with a CVAE prior; use init='noise'")
-            ts = start_timesteps(scheduler, steps, strength, device=self.unet.device)
-            prior = lambda sl: cvae_init(None, ts[:1], self.cvae, None, scheduler, generator=generators[sl],
-                                         cond=tuple(t[sl] for t in cond))
+            ts = start_timesteps(scheduler, steps, strength, device=dev)
+            def prior(sl):
+                if latents is None: return cvae_init(None, ts[:1], self.cvae, None, scheduler, generator=generators[sl],
+                                                     cond=tuple(t[sl] for t in cond))
+                z0 = self.cvae.sample(*(t[sl].to(self.cvae.device) for t in cond), generator=generators[sl])
+                return scheduler.add_noise(z0, latents[sl].to(z0.dtype), ts[:1].expand(len(z0)))
             z = torch.cat([prior(slice(i, i + 1)) for i in range(n)]) if per_image else prior(slice(None))
-            return z.to(self.unet.dtype), ts
+            return z.to(self.unet.dtype), ts, None
         if init != 'noise': raise ValueError(f"init must be 'cvae' or 'noise', got {init!r}")
-        scheduler.set_timesteps(steps, device=self.unet.device)
-        z = randn_tensor((n, c, s, s), generator=generators, device=torch.device('cpu'), dtype=torch.float32)
-        return (z.to(self.unet.device) * scheduler.init_noise_sigma).to(self.unet.dtype), scheduler.timesteps
+        scheduler.set_timesteps(steps, device=dev)
+        noise = draw() if latents is None else latents
+        return (noise * scheduler.init_noise_sigma).to(self.unet.dtype), scheduler.timesteps, noise
 
     @torch.no_grad()
     def denoise(self, z, timesteps, scheduler, tok, generators: list, guidance_scale: float = 3.0,
-                per_image: bool = False, progress: bool = True) -> torch.Tensor:
+                per_image: bool = False, progress: bool|None = None, callback_on_step_end=None,
+                callback_on_step_end_tensor_inputs=('latents',), image_latents=None, mask=None,
+                noise=None) -> torch.Tensor:
         """The denoising loop from latents `z` over `timesteps`, conditioned on token embeddings `tok` (negative and
-        positive rows interleaved under guidance, i.e. when `guidance_scale` is not 1)"""
+        positive rows interleaved under guidance, i.e. when `guidance_scale` is not 1). With `mask` ([N,1,h,w], 1 =
+        edit), after each step the kept part is `image_latents` noised (`noise`) to the step reached"""
         guidance = guidance_scale != 1.0
+        self._guidance_scale, self._num_timesteps = guidance_scale, len(timesteps)
         rows = 2 if guidance else 1                            # an image's rows in the UNet batch: (negative, prompt)
         # stochastic samplers draw their step noise from the images' own generators; deterministic ones take none
         step_kw = (dict(generator=generators if len(set(map(id, generators))) == len(generators) else generators[0])
                    if 'generator' in inspect.signature(scheduler.step).parameters else {})
-        with per_image_layers(self.unet, rows) if per_image else nullcontext():
-            for t in (progress_bar(timesteps, leave=False) if progress else timesteps):
+        with per_image_layers(self.unet, rows) if per_image else nullcontext(), \
+                self.progress_bar(total=len(timesteps), show=progress) as bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt: break
                 zin = z.repeat_interleave(2, dim=0) if guidance else z
                 zin = scheduler.scale_model_input(zin, t)
                 eps = self.unet(zin, t, encoder_hidden_states=tok).sample    # all positions, as in training (05)
@@ -202,7 +355,28 @@ class Text2FacePipeline(DiffusionPipeline):
                     e_neg, e_pos = eps[0::2], eps[1::2]
                     eps = e_neg + guidance_scale * (e_pos - e_neg)
                 z = scheduler.step(eps, t, z, **step_kw).prev_sample
+                if mask is not None:                # latent blending, as diffusers' inpainting for 4-channel UNets
+                    kept = (scheduler.add_noise(image_latents, noise, timesteps[i + 1:i + 2].expand(len(z)))
+                            if i + 1 < len(timesteps) else image_latents)
+                    z = (1 - mask) * kept + mask * z
+                if callback_on_step_end is not None:
+                    z, tok = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, i, t, z, tok,
+                                                 guidance)
+                bar.update()
         return z
+
+    def _step_callback(self, callback, names, i, t, z, tok, guidance) -> tuple:
+        "diffusers' `callback_on_step_end(pipe, i, t, {name: tensor})`: what it returns replaces those tensors"
+        have = dict(latents=z, prompt_embeds=tok[1::2] if guidance else tok,
+                    negative_prompt_embeds=tok[0::2] if guidance else None)
+        out = callback(self, i, t, {k: have[k] for k in names})
+        if out is None: out = {}
+        pos = out.pop('prompt_embeds', have['prompt_embeds'])
+        neg = out.pop('negative_prompt_embeds', have['negative_prompt_embeds'])
+        if guidance and (pos is not have['prompt_embeds'] or neg is not have['negative_prompt_embeds']):
+            tok = torch.stack([neg, pos], 1).flatten(0, 1)
+        elif not guidance: tok = pos
+        return out.pop('latents', z), tok
 
     @torch.no_grad()
     def decode_latents(self, z, per_image: bool = False) -> torch.Tensor:
@@ -210,26 +384,94 @@ class Text2FacePipeline(DiffusionPipeline):
         with per_image_layers(self.vae) if per_image else nullcontext(): return decode_latents(self.vae, z)
 
     @torch.no_grad()
-    def __call__(self, prompt: str|list, negative_prompt: str|list|None = None, num_inference_steps: int = 20,
-                 guidance_scale: float = 3.0, generator: torch.Generator|list|None = None, init: str = 'cvae',
-                 strength: float = DEFAULT_STRENGTH, scheduler: str|None = 'dpm++', output_type: str = 'pil',
-                 return_dict: bool = True, progress: bool = True, batch_invariant: bool|None = None):
-        """Generate one image per prompt (per generator when `generator` is a list of one per prompt).
-        `batch_invariant`: image k bit for bit the image its generator gives alone (default: on the CPU; costs batched
-        throughput)"""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        self.check_inputs(prompts, num_inference_steps, output_type)
-        neg = self.negative_prompts(negative_prompt, len(prompts))
-        gens = self.image_generators(generator, len(prompts))
-        sched = self.fresh_scheduler(scheduler)
-        guidance = guidance_scale != 1.0
+    def __call__(self, prompt: str|list|None = None, image=None, mask_image=None, strength: float|None = None,
+                 num_inference_steps: int = 20, guidance_scale: float = 3.0, negative_prompt: str|list|None = None,
+                 num_images_per_prompt: int = 1, generator: torch.Generator|list|None = None, latents=None,
+                 prompt_embeds=None, negative_prompt_embeds=None, pooled_prompt_embeds=None,
+                 prompt_attention_mask=None, output_type: str = 'pil', return_dict: bool = True,
+                 callback_on_step_end=None, callback_on_step_end_tensor_inputs: list = ['latents'], init: str = 'cvae',
+                 scheduler: str|None = None, progress: bool|None = None, batch_invariant: bool|None = None):
+        """Faces for `prompt`, drawn from noise or the text prior, or edited from a photo (`image`), as diffusers'
+        Stable Diffusion pipelines are called.
+
+        Args:
+            prompt: a string or a list, one per image group (or pass `prompt_embeds`).
+            image: photos to edit (image-to-image): a PIL image, a list of them, or a [N,3,H,W] tensor in [-1,1]
+                (resized to the model's size and center-cropped; a [N,C,h,w] tensor of latents is taken as they are);
+                one for all prompts, one per prompt, or one per image.
+            mask_image: with `image`, the part to edit: white edits, black keeps (PIL `L` or any mode, or a [N,1,H,W]
+                tensor in [0,1]); at each step the kept part is the photo's latents noised to the step's level.
+            strength: the share of the schedule to run from the start (0, 1]: from the photo (default
+                `DEFAULT_EDIT_STRENGTH`; small keeps more of it) or, with init='cvae', from the prior's sample
+                (default `DEFAULT_STRENGTH`).
+            num_inference_steps: denoising steps of the whole schedule (with `strength` < 1, fewer run).
+            guidance_scale: classifier-free guidance weight w; 1 turns guidance off.
+            negative_prompt: what to steer away from: one string, or one per prompt (default: the empty prompt).
+            num_images_per_prompt: images per prompt; image k of prompt p is row p · num_images_per_prompt + k.
+            generator: one `torch.Generator` per image (a list) or one for all; all noise is drawn from them on the
+                CPU, so a generator gives the same image on any device and, with `batch_invariant`, in any batch.
+            latents: the starting noise [N,C,h,w] (unit std) instead of drawing it from `generator`: × σ_max with
+                init='noise', else the noise added to the photo's latents or the prior's sample.
+            prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, prompt_attention_mask: the conditioning
+                `encode_prompt` returns (token states [N,L,D], their negatives, pooled [N,D], mask [N,L]); the
+                pooled states and mask feed only the CVAE prior (init='cvae').
+            output_type: 'pil', 'np' ([0,1] NHWC), 'pt' ([0,1] NCHW) or 'latent' (the final latents).
+            return_dict: an `ImagePipelineOutput` if True, else a tuple `(images,)`.
+            callback_on_step_end: `f(pipe, i, t, tensors) -> dict` after each step, with the tensors named in
+                `callback_on_step_end_tensor_inputs` (of `_callback_tensor_inputs`); what it returns replaces them.
+                What it raises reaches the caller; setting `pipe._interrupt = True` stops the loop (the latents
+                reached are decoded).
+            init: the start when there is no `image`: 'cvae' (the text prior's sample) or 'noise'.
+            scheduler: a `SCHEDULERS` name for this call; default: a copy of `pipe.scheduler`.
+            progress: show the step bar (default: the `set_progress_bar_config` settings, on only on a terminal).
+            batch_invariant: image k bit for bit the image its generator gives alone (default: on the CPU; costs
+                batched throughput).
+        """
+        prompts = None if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)
+        edit = image is not None
+        if mask_image is not None and not edit: raise ValueError("mask_image needs image=: the photo to edit")
+        self.check_inputs(prompts, num_inference_steps, output_type, strength, num_images_per_prompt,
+                          callback_on_step_end_tensor_inputs, prompt_embeds, negative_prompt, negative_prompt_embeds)
+        if strength is None: strength = DEFAULT_EDIT_STRENGTH if edit else DEFAULT_STRENGTH
         per_image = self.device.type == 'cpu' if batch_invariant is None else bool(batch_invariant)
-        cond = self.encode(prompts, neg, guidance, per_image)
-        prompt_cond = tuple(t[1::2] for t in cond) if guidance else cond      # the CVAE prior reads the prompts' rows
-        z, ts = self.initial_latents(sched, prompt_cond, gens, num_inference_steps, init, strength, per_image)
-        z = self.denoise(z, ts, sched, cond[0], gens, guidance_scale, per_image, progress)
+        self._interrupt, guidance = False, guidance_scale != 1.0
+        if prompt_embeds is None:
+            prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, prompt_attention_mask = self.encode_prompt(
+                prompts, num_images_per_prompt, guidance, negative_prompt, per_image)
+        else:
+            rep = lambda t: None if t is None else t.to(self.unet.device).repeat_interleave(num_images_per_prompt, 0)
+            prompt_embeds, pooled_prompt_embeds, prompt_attention_mask, negative_prompt_embeds = map(
+                rep, (prompt_embeds, pooled_prompt_embeds, prompt_attention_mask, negative_prompt_embeds))
+            if guidance and negative_prompt_embeds is None:          # the empty prompt's, as the prompt path uses
+                negative_prompt_embeds = self.encode([''] * len(prompt_embeds), [], False, per_image)[0]
+        n = len(prompt_embeds)
+        gens = self.image_generators(generator, n)
+        sched = self.fresh_scheduler(scheduler)
+        tok = (torch.stack([negative_prompt_embeds, prompt_embeds], 1).flatten(0, 1) if guidance else prompt_embeds)
+        tok = tok.to(self.unet.device, self.unet.dtype)
+        if init == 'cvae' and not edit and (pooled_prompt_embeds is None or prompt_attention_mask is None):
+            raise ValueError("init='cvae' reads pooled_prompt_embeds and prompt_attention_mask too (encode_prompt "
+                             "returns them); pass them or use init='noise'")
+        cond = (prompt_embeds.to(tok.dtype), pooled_prompt_embeds, prompt_attention_mask)
+        img = self.image_latents(image, n, per_image) if edit else None
+        mask = mask_latents(prepare_mask(mask_image, self.image_size), n, self.unet.config.sample_size
+                            ).to(self.unet.device, self.unet.dtype) if mask_image is not None else None
+        z, ts, noise = self.initial_latents(sched, cond, gens, num_inference_steps, init, strength, per_image, latents,
+                                            img)
+        z = self.denoise(z, ts, sched, tok, gens, guidance_scale, per_image, progress, callback_on_step_end,
+                         callback_on_step_end_tensor_inputs, img, mask, noise)
         images = z if output_type == 'latent' else to_output(self.decode_latents(z, per_image), output_type)
+        self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+# %% ../nbs/06_sampling.ipynb #b1e0a007
+DEFAULT_SCHEDULER = 'dpm++'
+
+def sampling_pipeline(pipe: Text2FacePipeline, scheduler: str = DEFAULT_SCHEDULER) -> Text2FacePipeline:
+    """`pipe` with a `scheduler` (see `SCHEDULERS`) in place of the training schedule (a `DDPMScheduler`, as a UNet
+    run saves it); a sampler already chosen stays"""
+    if type(pipe.scheduler) is DDPMScheduler: pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    return pipe
 
 # %% ../nbs/06_sampling.ipynb #e63482b8
 def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32, max_length: int = 16) -> Text2FacePipeline:
@@ -250,8 +492,8 @@ def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32, max_l
     cvae = LatentCVAE(latent_channels=4, latent_size=latent_size, u_channels=4, widths=(16, 32), text_dim=text_dim,
                       heads=2)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')
-    return Text2FacePipeline(tokenizer=tok, text_encoder=te, unet=unet.eval(), vae=vae.eval(), scheduler=sched,
-                             cvae=cvae.eval())
+    return sampling_pipeline(Text2FacePipeline(tokenizer=tok, text_encoder=te, unet=unet.eval(), vae=vae.eval(),
+                                               scheduler=sched, cvae=cvae.eval()))
 
 # %% ../nbs/06_sampling.ipynb #a903dd88
 def seeded_generators(seeds) -> list:
@@ -265,9 +507,10 @@ def assemble_pipeline(text_encoder, vae, unet, cvae=None, ema: bool = True) -> T
     sched_dir = Path(unet)/'scheduler'
     if not (sched_dir/'scheduler_config.json').exists():
         raise FileNotFoundError(f"{unet} is not a UNet run folder: it has no scheduler/scheduler_config.json")
-    return Text2FacePipeline(tokenizer=tok, text_encoder=te, unet=load_unet(unet, ema=ema),
-                             vae=load_pretrained_vae(vae).eval(), scheduler=DDPMScheduler.from_pretrained(sched_dir),
-                             cvae=LatentCVAE.from_pretrained(cvae).eval() if cvae is not None else None)
+    return sampling_pipeline(Text2FacePipeline(
+        tokenizer=tok, text_encoder=te, unet=load_unet(unet, ema=ema), vae=load_pretrained_vae(vae).eval(),
+        scheduler=DDPMScheduler.from_pretrained(sched_dir),
+        cvae=LatentCVAE.from_pretrained(cvae).eval() if cvae is not None else None))
 
 # %% ../nbs/06_sampling.ipynb #35778873
 def _drop_source_paths(folder):
@@ -302,15 +545,30 @@ def bundle_cli(text_encoder: str,          # tokenizer + text encoder folder (03
     print(f"saved pipeline to {out} ({size/2**20:.1f} MiB)")
     return Path(out)
 
+# %% ../nbs/06_sampling.ipynb #b1e0a015
+@contextmanager
+def quiet_libraries():
+    "Within this block: no Python warnings, diffusers and transformers log only errors and show no progress bars"
+    levels = dlogging.get_verbosity(), tlogging.get_verbosity()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dlogging.set_verbosity_error(); tlogging.set_verbosity_error()
+        dlogging.disable_progress_bar(); tlogging.disable_progress_bar()
+        try: yield
+        finally:
+            dlogging.set_verbosity(levels[0]); tlogging.set_verbosity(levels[1])
+            dlogging.enable_progress_bar(); tlogging.enable_progress_bar()
+
 # %% ../nbs/06_sampling.ipynb #10b58170
 @lru_cache(maxsize=4)
 def _load(path: str, device: str, dtype: str) -> Text2FacePipeline:
-    p = Text2FacePipeline.from_pretrained(path, torch_dtype=getattr(torch, dtype))
+    p = Text2FacePipeline.from_pretrained(path, dtype=getattr(torch, dtype))
     if p.vae.dtype != torch.float32: p.vae.to(torch.float32)     # decode in fp32, whatever the rest runs in
-    return p.to(device)
+    return sampling_pipeline(p).to(device)
 
-def load_pipeline(model=None, device=None, dtype=None) -> Text2FacePipeline:
-    "A pipeline from a saved folder (or the bundled model), on `device` (default: CUDA, MPS, else CPU)"
+def load_pipeline(model=None, device=None, dtype=None, verbose: bool = False) -> Text2FacePipeline:
+    """A pipeline from a saved folder (or the bundled model), on `device` (default: CUDA, MPS, else CPU); loaded
+    quietly unless `verbose`"""
     if isinstance(model, Text2FacePipeline): return model
     path = Path(model) if model is not None else BUNDLED_MODEL
     if not (path/'model_index.json').exists():
@@ -319,7 +577,8 @@ def load_pipeline(model=None, device=None, dtype=None) -> Text2FacePipeline:
         raise FileNotFoundError(f"{path} is not a saved pipeline: it has no model_index.json")
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or ('float32' if device.type == 'cpu' else 'float16')
-    return _load(str(path.resolve()), str(device), str(dtype).replace('torch.', ''))
+    with nullcontext() if verbose else quiet_libraries():
+        return _load(str(path.resolve()), str(device), str(dtype).replace('torch.', ''))
 
 # %% ../nbs/06_sampling.ipynb #aad2cfe0
 class BadImages(ValueError): "The pipeline gave NaN, infinite or all-black pixels: an error, never a picture"
@@ -333,17 +592,28 @@ def finite_pixels(a: np.ndarray, what: str = 'the image', fix: str = 'try other 
     return q
 
 # %% ../nbs/06_sampling.ipynb #2eddc216
+def _per_image(x, n: int, count: int, what: str):
+    "Photos / masks for `count` prompts × `n`: one for all stays as is; one per prompt is repeated `n` times"
+    if x is None or isinstance(x, Image.Image) or (torch.is_tensor(x) and (x.ndim < 4 or len(x) == 1)): return x, False
+    if len(x) == count: return (x.repeat_interleave(n, 0) if torch.is_tensor(x) else [i for i in x for _ in range(n)]
+                                ), True
+    if len(x) == count * n: return x, True
+    raise ValueError(f"got {len(x)} {what}s for {count} prompts: pass 1, one per prompt or one per image")
+
 def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float = 3.0, negative_prompt=None, seed=None,
-             scheduler: str = 'dpm++', init: str = 'cvae', strength: float = DEFAULT_STRENGTH, model=None,
-             device=None, batch_size: int = 8, output_type: str = 'pil', progress: bool = True,
-             batch_invariant: bool|None = None) -> list:
-    """Images for `prompt` (a string or a list): `n` per prompt, reproducible from `seed` (in any batch:
-    `batch_invariant`); `BadImages` for a NaN or all-black result"""
-    pipe = load_pipeline(model, device)
+             scheduler: str|None = None, init: str = 'cvae', strength: float|None = None, image=None, mask_image=None,
+             model=None, device=None, batch_size: int = 8, output_type: str = 'pil', progress: bool|None = None,
+             batch_invariant: bool|None = None, verbose: bool = False) -> list:
+    """Images for `prompt` (a string or a list): `n` per prompt (the pipeline's `num_images_per_prompt`), `steps`
+    denoising steps (`num_inference_steps`), reproducible from `seed` (image i gets generator seed + i; or one seed
+    per image), in any batch with `batch_invariant`. With `image` (one photo, or one per prompt) it edits the photo:
+    `strength` of the schedule runs from it, only where `mask_image` is white if given. `BadImages` for a NaN or
+    all-black result. Quiet unless `verbose`: no library warnings; a progress bar only on a terminal (or `progress`)"""
+    pipe = load_pipeline(model, device, verbose=verbose)
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts: raise ValueError("no prompts given")
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")
-    prompts = [p for p in prompts for _ in range(n)]
+    count, prompts = len(prompts), [p for p in prompts for _ in range(n)]
     if seed is None: seeds = torch.randint(0, 2**31, (len(prompts),)).tolist()
     elif isinstance(seed, (int, np.integer)): seeds = [int(seed) + i for i in range(len(prompts))]
     else:
@@ -351,22 +621,35 @@ def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float = 3.0, n
         if len(seeds) != len(prompts): raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} images")
     negs = (negative_prompt if negative_prompt is None or isinstance(negative_prompt, str)
             else [q for q in negative_prompt for _ in range(n)])
-    out = []
-    chunks = range(0, len(prompts), batch_size)
-    for i in (progress_bar(chunks) if progress and len(chunks) > 1 else chunks):
-        sl = slice(i, i + batch_size)
-        res = pipe(prompts[sl], negative_prompt=negs if negs is None or isinstance(negs, str) else negs[sl],
-                   num_inference_steps=steps, guidance_scale=guidance_scale, generator=seeded_generators(seeds[sl]),
-                   init=init, strength=strength, scheduler=scheduler,
-                   output_type='np' if output_type == 'pil' else output_type,
-                   progress=progress and len(chunks) == 1, batch_invariant=batch_invariant).images
-        for k, a in enumerate(res):
-            q = finite_pixels(a.permute(1, 2, 0).numpy() if torch.is_tensor(a) else a, f'the image of seed {seeds[i + k]}')
-            out.append(Image.fromarray(q) if output_type == 'pil' else a)
+    (image, split_image), (mask_image, split_mask) = (_per_image(image, n, count, 'image'),
+                                                      _per_image(mask_image, n, count, 'mask_image'))
+    out, chunks = [], range(0, len(prompts), batch_size)
+    with nullcontext() if verbose else quiet_libraries():
+        for i in pipe.progress_bar(chunks, show=progress) if len(chunks) > 1 else chunks:
+            sl = slice(i, i + batch_size)
+            res = pipe(prompts[sl], negative_prompt=negs if negs is None or isinstance(negs, str) else negs[sl],
+                       image=image[sl] if split_image else image,
+                       mask_image=mask_image[sl] if split_mask else mask_image,
+                       num_inference_steps=steps, guidance_scale=guidance_scale, generator=seeded_generators(seeds[sl]),
+                       init=init, strength=strength, scheduler=scheduler,
+                       output_type='np' if output_type == 'pil' else output_type,
+                       progress=progress if len(chunks) == 1 else False, batch_invariant=batch_invariant).images
+            for k, a in enumerate(res):
+                q = finite_pixels(a.permute(1, 2, 0).numpy() if torch.is_tensor(a) else a,
+                                  f'the image of seed {seeds[i + k]}')
+                out.append(Image.fromarray(q) if output_type == 'pil' else a)
     return out
 
 # %% ../nbs/06_sampling.ipynb #8826c298
 def _save_png(im: Image.Image, path: Path): atomic_write(path, lambda t: im.save(t, format='PNG'))
+
+def _write_images(imgs: list, seeds: list, out, first=None) -> Path:
+    "One PNG per image, named by its seed, and grid.png (with `first`, e.g. the photo edited, before them)"
+    d = Path(out); d.mkdir(parents=True, exist_ok=True)
+    for s, im in zip(seeds, imgs): _save_png(im, d/f'{s:010d}.png')
+    _save_png(image_grid(([first] if first is not None else []) + imgs,
+                         ncols=len(imgs) + 1 if first is not None else None), d/'grid.png')
+    return d
 
 @call_parse
 def generate_cli(prompt: str,                         # what to draw, e.g. "a smiling woman with blond hair"
@@ -375,7 +658,7 @@ def generate_cli(prompt: str,                         # what to draw, e.g. "a sm
                  steps: int = 20,                     # denoising steps
                  guidance_scale: float = 3.0,         # classifier-free guidance weight
                  negative_prompt: str = None,         # what to steer away from
-                 scheduler: str = 'dpm++',            # ddpm, ddim, dpm++, euler, euler_a or unipc
+                 scheduler: str = None,               # ddpm, ddim, dpm++, euler, euler_a, unipc (default: the model's)
                  init: str = 'cvae',                  # cvae (start from the text prior) or noise
                  strength: float = DEFAULT_STRENGTH,  # with init=cvae: how much of the schedule to run (0-1]
                  model: str = None,                   # saved pipeline folder (default: the bundled model)
@@ -383,14 +666,50 @@ def generate_cli(prompt: str,                         # what to draw, e.g. "a sm
                  out: str = 'out',                    # folder for the PNGs and grid.png
                  # batch with batch-size-dependent arithmetic: faster for n > 1 on the CPU, seeds reproduce to float
                  # rounding
-                 fast_batches: bool = False):
+                 fast_batches: bool = False,
+                 verbose: bool = False):              # show library warnings and load reports
     "Generate face images from a text prompt"
     if seed is None: seed = int(torch.randint(0, 2**31 - n, ()).item())
     imgs = generate(prompt, n=n, steps=steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt, seed=seed,
                     scheduler=scheduler, init=init, strength=strength, model=model, device=device,
-                    batch_invariant=False if fast_batches else None)
-    d = Path(out); d.mkdir(parents=True, exist_ok=True)
-    for i, im in enumerate(imgs): _save_png(im, d/f'{seed + i:010d}.png')
-    _save_png(image_grid(imgs), d/'grid.png')
+                    batch_invariant=False if fast_batches else None, verbose=verbose)
+    d = _write_images(imgs, range(seed, seed + n), out)
     print(f"wrote {len(imgs)} images and grid.png to {d} (seeds {seed}..{seed + n - 1})")
+    return imgs
+
+# %% ../nbs/06_sampling.ipynb #b1e0a018
+def open_photo(path) -> Image.Image:
+    "The image file at `path`, decoded (any mode; `prepare_image` converts it), or an error saying what it is not"
+    p = Path(path)
+    if not p.is_file(): raise FileNotFoundError(f"no photo at {p}")
+    try:
+        with Image.open(p) as im: im.load(); return im.copy()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{p} is not an image file that PIL can read (PNG, JPEG, WebP, ...): {e}") from None
+
+@call_parse
+def edit_cli(photo: str,                              # the face photo to edit (PNG, JPEG, ...)
+             prompt: str,                             # the face wanted, e.g. "a smiling woman with blond hair"
+             strength: float = DEFAULT_EDIT_STRENGTH, # share of the schedule run from the photo (0-1]: small keeps more
+             mask: str = None,                        # mask image: white = edit, black = keep (default: edit all)
+             n: int = 1,                              # edits to make
+             seed: int = None,                        # seed of the first edit (edit i gets seed + i)
+             steps: int = 20,                         # denoising steps of the whole schedule
+             guidance_scale: float = 3.0,             # classifier-free guidance weight
+             negative_prompt: str = None,             # what to steer away from
+             scheduler: str = None,                   # ddpm, ddim, dpm++, euler, euler_a, unipc (default: the model's)
+             model: str = None,                       # saved pipeline folder (default: the bundled model)
+             device: str = None,                      # cpu, cuda, mps (default: the best available)
+             out: str = 'out',                        # folder for the PNGs and grid.png (the photo, then the edits)
+             fast_batches: bool = False,              # batched arithmetic: faster for n > 1, seeds to rounding
+             verbose: bool = False):                  # show library warnings and load reports
+    "Edit a face photo to match a text prompt (image-to-image)"
+    if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1], got {strength}")
+    im, m = open_photo(photo), open_photo(mask) if mask is not None else None
+    if seed is None: seed = int(torch.randint(0, 2**31 - n, ()).item())
+    imgs = generate(prompt, n=n, steps=steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt, seed=seed,
+                    scheduler=scheduler, strength=strength, image=im, mask_image=m, model=model, device=device,
+                    batch_invariant=False if fast_batches else None, verbose=verbose)
+    d = _write_images(imgs, range(seed, seed + n), out, first=_resized_square(to_rgb(im), imgs[0].size[0]))
+    print(f"wrote {len(imgs)} edits and grid.png (the photo, then the edits) to {d} (seeds {seed}..{seed + n - 1})")
     return imgs
