@@ -78,7 +78,7 @@ def test_health_and_info(client):
     assert info['schedulers'] == ['ddpm', 'ddim', 'dpm++', 'euler', 'euler_a', 'unipc']
     assert info['limits']['max_n'] == 4 and info['limits']['max_upload_bytes'] == 200_000
     spec = client.get('/openapi.json').json()
-    assert {'/generate', '/encode', '/decode', '/health', '/info'} <= set(spec['paths'])
+    assert {'/generate', '/edit', '/encode', '/decode', '/health', '/info'} <= set(spec['paths'])
     assert spec['components']['schemas']['GenerateRequest']['examples']
     assert client.get('/docs').status_code == 200
 
@@ -160,6 +160,30 @@ def test_hostile_uploads_are_refused(client, endpoint, payload, status):
     assert not Path('/tmp/t2i_api_pwned').exists()
     assert client.get('/health').status_code == 200
 
+@pytest.mark.parametrize('files,status,says', [
+    ({'file': ('f.png', b'')}, 422, 'the photo is empty'),
+    ({'file': ('f.png', png_bytes(Image.new('RGB', (8, 8)))), 'mask': ('m.png', b'')}, 422, 'the mask is empty'),
+    ({'file': ('f.png', b'this is not an image')}, 415, 'not a readable image'),
+    ({'file': ('f.png', pickle.dumps(Evil()))}, 415, 'not a readable image'),
+    ({'file': ('f.png', png_bytes(Image.new('RGB', (2000, 8))))}, 413, 'at most 256 pixels per side'),
+    ({'file': ('f.png', os.urandom(250_000))}, 413, 'T2I_MAX_UPLOAD_BYTES'),
+    ({'file': ('f.png', png_bytes(Image.new('RGB', (8, 8)))), 'mask': ('m.png', b'GIF89a')}, 415, 'the mask')])
+def test_edit_refuses_what_encode_refuses(client, files, status, says):
+    r = client.post('/edit', data={'prompt': 'a smiling man', 'steps': '2'}, files=files)
+    assert r.status_code == status and says in r.json()['detail'], (r.status_code, r.text)
+
+def test_edit_with_a_mask_keeps_the_rest(client):
+    face = np.random.default_rng(2).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    form = {'prompt': 'a man with a hat', 'steps': '4', 'seed': '1', 'strength': '1'}
+    top = np.zeros((16, 16), np.uint8); top[:8] = 255                           # redraw the top half only
+    r = client.post('/edit', data=form, files={'file': ('f.png', png_bytes(Image.fromarray(face))),
+                                               'mask': ('m.png', png_bytes(Image.fromarray(top)))})
+    free = client.post('/edit', data=form, files={'file': ('f.png', png_bytes(Image.fromarray(face)))})
+    assert r.status_code == free.status_code == 200 and r.headers['x-seed'] == '1', r.text
+    masked, unmasked = png(r.content).astype(int), png(free.content).astype(int)
+    assert np.abs(masked - unmasked)[12:].mean() > np.abs(masked - unmasked)[:4].mean()   # the kept half differs more
+    assert client.post('/edit', data={**form, 'strength': '0'}, files={'file': ('f.png', png_bytes(Image.fromarray(face)))}).status_code == 422
+
 def test_missing_file_and_chunked_body_over_limit(client):
     assert client.post('/decode').status_code == 422
     r = client.post('/encode', content=(b'x' * 50_000 for _ in range(6)),                   # chunked: no Content-Length
@@ -218,6 +242,23 @@ def test_page_in_headless_chromium(server, client, tmp_path):
         assert 'seed 3' in driver.find_element(By.ID, 'images').text
         api = client.post('/generate', json={'prompt': 'a bald man with glasses', 'steps': 2, 'seed': 3})
         assert np.array_equal(_page_pixels(driver, '#images img.result'), png(api.content))   # the page's defaults = the API's
+        assert not driver.find_element(By.ID, 'error').is_displayed()
+        photo = tmp_path/'face.png'
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(photo)
+        driver.find_element(By.ID, 'photo').send_keys(str(photo))                   # the edit panel
+        edit_prompt, strength = driver.find_element(By.ID, 'edit_prompt'), driver.find_element(By.ID, 'strength')
+        edit_prompt.clear(); edit_prompt.send_keys('a smiling man')
+        strength.clear(); strength.send_keys('0.5')
+        driver.find_element(By.ID, 'edit_steps').clear(); driver.find_element(By.ID, 'edit_steps').send_keys('2')
+        driver.find_element(By.ID, 'edit_seed').send_keys('4')
+        driver.find_element(By.ID, 'edit_go').click()
+        edited = "const i = document.querySelector('#edit_result img.edited'); return i && i.complete ? i.naturalWidth : 0"
+        WebDriverWait(driver, 90).until(lambda d: d.execute_script(edited) > 0)
+        assert driver.execute_script("return document.querySelector('#edit_result img.original').naturalWidth") == 20
+        assert 'original' in driver.find_element(By.ID, 'edit_result').text and 'seed 4' in driver.find_element(By.ID, 'edit_result').text
+        api = client.post('/edit', data={'prompt': 'a smiling man', 'strength': '0.5', 'steps': '2', 'seed': '4'},
+                          files={'file': ('face.png', photo.read_bytes(), 'image/png')})
+        assert api.status_code == 200 and np.array_equal(_page_pixels(driver, '#edit_result img.edited'), png(api.content))
         assert not driver.find_element(By.ID, 'error').is_displayed()
         driver.execute_script("document.getElementById('prompt').value = 'a man '.repeat(40)")    # too many tokens
         driver.find_element(By.ID, 'go').click()
@@ -286,7 +327,7 @@ def test_abandoned_requests_are_cancelled_and_counted(model_dir):
 
 def test_a_generation_whose_client_leaves_stops_between_steps(model_dir):
     slow, unet_calls = tiny_pipeline(), []
-    slow.unet.register_forward_pre_hook(lambda m, a: (unet_calls.append(1), time.sleep(0.05)))   # one call per step
+    slow.unet.register_forward_pre_hook(lambda m, a: unet_calls.append(1) or time.sleep(0.05))   # a call per step
     s = Settings(model=str(model_dir), max_batch=1, max_steps=50, batch_wait=0, threads=1)
     body = b'{"prompt": "a man", "steps": 50, "init": "noise", "guidance_scale": 1}'
     with Server(create_app(s, model=slow)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:

@@ -19,12 +19,13 @@ COMMANDS = {
     'cache-latents': 'text2img_diffusion.latents:cache_latents',
     'train-judge': 'text2img_diffusion.judge:judge_train',
     'generate': 'text2img_diffusion.sampling:generate_cli',
+    'edit': 'text2img_diffusion.sampling:edit_cli',
     'bundle': 'text2img_diffusion.sampling:bundle_cli',
     'serve': 'text2img_diffusion.api:serve',
     'train': 'text2img_diffusion.train_pipeline:train_cli',
 }
 # short options some commands accept besides their long ones
-ALIASES = {'generate': {'-n': '--n', '-o': '--out'}}
+ALIASES = {'generate': {'-n': '--n', '-o': '--out'}, 'edit': {'-n': '--n', '-o': '--out'}}
 
 # %% ../nbs/09_cli.ipynb #e470ffe7
 def load_command(name: str):
