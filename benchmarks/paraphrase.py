@@ -22,7 +22,7 @@ import numpy as np, pandas as pd, torch
 from text2img_diffusion.core import BUNDLED_JUDGE, BUNDLED_MODEL
 from text2img_diffusion.clip_cond import (HELD_OUT_PARAPHRASES, encode_prompts, held_out_prompt_set, make_lm_encoder,
                                           train_clip)
-from text2img_diffusion.data import make_synthetic_celeba
+from text2img_diffusion.data import SYNTHETIC_RENDERED, captions_for, make_synthetic_celeba, sample_attributes
 from text2img_diffusion.judge import generate_images, judge_predict, load_judge, prompt_faithfulness
 from text2img_diffusion.sampling import load_pipeline, seeded_generators
 
@@ -68,14 +68,21 @@ def costs(args) -> dict:
     "Encoding 8 prompts (and the 16 texts guidance encodes) vs one 20-step generate() of 8 images"
     tok, enc = make_lm_encoder('minilm', 128, 48, args.adapter_layers, seed=0)
     prompts = [q for q, *_ in HELD_OUT_PARAPHRASES[:8]]
+    r = np.random.default_rng(0)
+    captions = [captions_for(sample_attributes(r), n=1, seed=i, rendered=SYNTHETIC_RENDERED)[0] for i in range(128)]
     pipe = load_pipeline(BUNDLED_MODEL, 'cpu')
     gen = lambda: pipe(prompts, num_inference_steps=20, generator=seeded_generators(range(8)), output_type='pt',
                        progress=False)
     res = dict(encode8=per_call(lambda: encode_prompts(prompts, tok, enc)),
                encode16=per_call(lambda: encode_prompts(prompts + [''] * 8, tok, enc)),
+               encode16_one_by_one=per_call(lambda: encode_prompts(prompts + [''] * 8, tok, enc, batch_size=1)),
                encode8_bundled_clip=per_call(lambda: encode_prompts(prompts, pipe.tokenizer, pipe.text_encoder)),
+               # training: a CLIP batch (synthetic64-cpu: 128) and a UNet / CVAE batch (32) of template captions
+               train_batch128=per_call(lambda: encode_prompts(captions[:128], tok, enc), 3),
+               train_batch32=per_call(lambda: encode_prompts(captions[:32], tok, enc), 3),
                generate8_20_steps=per_call(gen, 3), threads=torch.get_num_threads())
     res['ratio_encode16_to_generate'] = res['encode16'][0] / res['generate8_20_steps'][0]
+    res['ratio_one_by_one_to_generate'] = res['encode16_one_by_one'][0] / res['generate8_20_steps'][0]
     return res
 
 

