@@ -49,7 +49,8 @@ def test_pipeline_with_lm_encoder_saves_only_the_adapter(tiny_bert, tmp_path):
 def test_bundle_refuses_a_changed_language_model(tiny_bert, tmp_path):
     enc = LMTextEncoder(str(tiny_bert), lm_sha256='0' * 64, lm_dim=16, hidden_size=8, max_position_embeddings=16)
     enc.save_pretrained(tmp_path/'te')
-    with pytest.raises(LanguageModelChanged, match='this adapter was trained on'): LMTextEncoder.from_pretrained(tmp_path/'te')
+    with pytest.raises(LanguageModelChanged, match='this adapter was trained on'):
+        LMTextEncoder.from_pretrained(tmp_path/'te')
 
 
 @pytest.mark.skipif(packaged_model_zip(MINILM['package'], MINILM['member']) is None,
