@@ -13,11 +13,11 @@ from .core import atomic_write
 from .clip_cond import load_clip
 from .data import has_attributes, load_data
 from .judge import (AttributeJudge, evaluate_generator, fd_with_floor, generate_images, load_faces,
-    prompt_set, specs_from_data, text_image_score)
+    load_judge, prompt_set, specs_from_data, text_image_score)
 from .sampling import generate, load_pipeline
 
 # %% auto #0
-__all__ = ['report_prompt_set', 'pipeline_scores', 'caption_prompt_set', 'caption_scores', 'pipeline_report']
+__all__ = ['report_prompt_set', 'pipeline_scores', 'caption_prompt_set', 'caption_scores', 'pipeline_report', 'report_stage']
 
 # %% ../nbs/08_eval.ipynb #fa927589
 def report_prompt_set(test: pd.DataFrame, n_prompts: int, size: int, seed: int = 1) -> tuple:
@@ -96,3 +96,11 @@ def pipeline_report(model, judge: AttributeJudge, data_path, n_prompts: int = 64
         atomic_write(out/'report.png', lambda t: fig.savefig(t, format='png', dpi=90, bbox_inches='tight'))
     plt.close(fig)
     return rep
+
+# %% ../nbs/08_eval.ipynb #816e2fc2
+def report_stage(out_dir, data_path, judge_path, pipeline_path, reference_path=None, clip_path=None,
+                 report_prompts: int = 12, report_steps: int = 20) -> dict:
+    "`pipeline_report` of the saved pipeline at `pipeline_path` with a saved judge (and CLIP), into `out_dir`"
+    clip = load_clip(clip_path)[::-1] if clip_path is not None else None
+    return pipeline_report(pipeline_path, load_judge(judge_path), data_path, n_prompts=report_prompts,
+                           steps=report_steps, reference=reference_path, out_dir=out_dir, clip=clip)
