@@ -49,7 +49,7 @@ def caption_prompt_set(test: pd.DataFrame, n_prompts: int, size: int, seed: int 
     "(prompts: one caption of each of `n_prompts` images of `test`, seeds 1000...; `test`'s images at `size`)"
     if len(test) < 4: raise ValueError(f"the test partition has {len(test)} images; FD against them needs at least 4")
     if len(test) < n_prompts:
-        warnings.warn(f"the test partition has {len(test)} images: the report uses {len(test)} prompts, not {n_prompts}")
+        warnings.warn(f"the test partition has {len(test)} images: the report uses as many prompts, not {n_prompts}")
     rows = test.sample(min(n_prompts, len(test)), random_state=seed)
     r = random.Random(seed)
     prompts = [r.choice(c) if isinstance(c, list) and c else '' for c in rows['captions']]
@@ -88,7 +88,8 @@ def pipeline_report(model, judge: AttributeJudge, data_path, n_prompts: int = 64
     rep['model'], fig = score(model, judge, pset, real, steps, title=title, clip=clip, **generate_kw)
     if reference is not None:      # scored on the same prompts and seeds: the difference is what a retrained model is
         rep['reference'], rfig = score(reference, judge, pset, real, steps, clip=clip, **generate_kw)
-        if attrs: rep['asked_correct_minus_reference'] = rep['model']['asked_correct'] - rep['reference']['asked_correct']
+        if attrs:
+            rep['asked_correct_minus_reference'] = rep['model']['asked_correct'] - rep['reference']['asked_correct']
         plt.close(rfig)
     if out_dir is not None:
         out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)

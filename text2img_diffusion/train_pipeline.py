@@ -185,12 +185,12 @@ def parse_overrides(text) -> dict:
     return out
 
 # %% ../nbs/10_train_pipeline.ipynb #aac1d3c2
-def preset_settings(preset: str, data_path=None) -> dict:
-    "A copy of `PIPELINE_PRESETS[preset]`; refuses an unknown preset, or a real-CelebA one without `data_path`"
+def preset_settings(preset: str, data_path=None, smoke: bool = False) -> dict:
+    "A copy of `PIPELINE_PRESETS[preset]`; refuses an unknown preset, or a real-data one without `data_path` or `smoke`"
     if preset not in PIPELINE_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PIPELINE_PRESETS)}")
     p = json.loads(json.dumps(PIPELINE_PRESETS[preset]))
-    if data_path is None and not p['synthetic']:
+    if data_path is None and not p['synthetic'] and not smoke:
         raise ValueError(f"preset {preset!r} trains on real CelebA: pass data_path (a CelebA folder or zip)")
     return p
 
@@ -207,10 +207,10 @@ def apply_overrides(stages: dict, overrides) -> dict:
 SMOKE_IMAGES = 40
 
 def smoke_settings(preset: dict, n_images: int = SMOKE_IMAGES) -> dict:
-    "`preset` for a smoke run: `n_images` synthetic faces, one epoch a stage, a 2-prompt 2-step report"
+    "`preset` for a smoke run: `n_images` synthetic faces, one epoch a stage, no UNet sample grid, a 2-step report"
     p = json.loads(json.dumps(preset)) | dict(synthetic=n_images, reference=None)
     for k in ('vae', 'clip', 'cvae', 'unet'): p[k]['epochs'] = 1
-    p['clip']['n_images'] = None
+    p['clip']['n_images'], p['unet']['sample_every'] = None, 0   # the grid: 20 sampling steps, not training
     if isinstance(p['judge'], dict): p['judge'] |= dict(epochs=1, n_images=None)
     p['report'] = dict(report_prompts=2, report_steps=2)
     return p
@@ -537,7 +537,7 @@ def run_here(self: PipelineRun) -> dict:
 
 # %% ../nbs/10_train_pipeline.ipynb #a17a97f6
 def run_summary(run: PipelineRun, times: dict, wall: float) -> dict:
-    "run.json: preset, folder, this call's wall time, each stage's seconds and share, report, data and what was left out"
+    "run.json: preset, folder, this call's wall time, stage seconds and shares, report, data, what was left out"
     secs = {n: json.loads(run.record_file(s).read_text())['seconds'] for n, s in run.stages.items()}
     total = sum(secs.values())
     summary = dict(preset=run.preset_name, out=str(run.out), wall_seconds_this_call=round(wall, 1), stage_seconds=secs,
@@ -576,7 +576,7 @@ def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jo
                    threads: int|None = None, redo=(), notebooks=None, show_progress: bool = True,
                    smoke: bool = False) -> Path:
     "Train every stage of `preset` into `out` (resuming a run already there); returns the saved pipeline's folder"
-    p = preset_settings(preset, None if smoke else data_path)
+    p = preset_settings(preset, data_path, smoke)
     if smoke: p, data_path = smoke_settings(p), None
     info = describe_data(data_path) if data_path is not None else None
     attributes = info is None or info['attributes']
