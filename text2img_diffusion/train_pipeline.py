@@ -15,10 +15,10 @@ from .core import BUNDLED_JUDGE, BUNDLED_MODEL, NOTEBOOK_RUN_ENV, atomic_write
 from .data import data_summary, load_data
 
 # %% auto #0
-__all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'STAGE_CALLS', 'SMOKE_IMAGES', 'notebooks_dir', 'cell_flags',
-           'job_notebook', 'Stage', 'expand', 'pipeline_stages', 'PipelineError', 'parse_overrides', 'preset_settings',
-           'apply_overrides', 'smoke_settings', 'as_calls', 'call_function', 'PipelineRun', 'run_summary',
-           'describe_data', 'left_out', 'train_pipeline', 'train_cli']
+__all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'STAGE_CALLS', 'SMOKE_IMAGES', 'SMOKE_SPLIT', 'notebooks_dir',
+           'cell_flags', 'job_notebook', 'Stage', 'expand', 'pipeline_stages', 'PipelineError', 'parse_overrides',
+           'preset_settings', 'apply_overrides', 'smoke_settings', 'as_calls', 'call_function', 'PipelineRun',
+           'run_summary', 'describe_data', 'left_out', 'train_pipeline', 'train_cli']
 
 # %% ../nbs/10_train_pipeline.ipynb #973fabdc
 NOTEBOOKS_ENV = 'T2I_NOTEBOOKS'
@@ -133,7 +133,8 @@ def pipeline_stages(preset: dict, synthetic: bool = True, attributes: bool = Tru
     data = ('data',) if synthetic else ()
     if synthetic:
         S['data'] = Stage('data', call='text2img_diffusion.data:make_synthetic_celeba',
-                          done_file='list_attr_celeba.csv', params=dict(dest='{data}', n=p['synthetic'], seed=0))
+                          done_file='list_attr_celeba.csv', params=dict(dest='{data}', n=p['synthetic'], seed=0)
+                          | ({'split': p['synthetic_split']} if 'synthetic_split' in p else {}))
     if p['judge'] == 'bundled' or not attributes: judge, jneed = str(BUNDLED_JUDGE), ()
     else:
         S['judge'] = Stage('judge', '01b_judge', needs=data, done_file='config.json',
@@ -204,11 +205,11 @@ def apply_overrides(stages: dict, overrides) -> dict:
     return stages
 
 # %% ../nbs/10_train_pipeline.ipynb #0f16f45e
-SMOKE_IMAGES = 40
+SMOKE_IMAGES, SMOKE_SPLIT = 12, (1/3, 1/3, 1/3)   # 4 train, 4 valid, 4 test: one small batch each, whatever the bs
 
 def smoke_settings(preset: dict, n_images: int = SMOKE_IMAGES) -> dict:
     "`preset` for a smoke run: `n_images` synthetic faces, one epoch a stage, no UNet sample grid, a 2-step report"
-    p = json.loads(json.dumps(preset)) | dict(synthetic=n_images, reference=None)
+    p = json.loads(json.dumps(preset)) | dict(synthetic=n_images, synthetic_split=list(SMOKE_SPLIT), reference=None)
     for k in ('vae', 'clip', 'cvae', 'unet'): p[k]['epochs'] = 1
     p['clip']['n_images'], p['unet']['sample_every'] = None, 0   # the grid: 20 sampling steps, not training
     if isinstance(p['judge'], dict): p['judge'] |= dict(epochs=1, n_images=None)
