@@ -564,13 +564,15 @@ def describe_data(data_path) -> dict:
         warnings.simplefilter('always'); info = data_summary(load_data(data_path))
     return info | dict(warnings=[str(m.message) for m in w])
 
-def left_out(stages: dict, attributes: bool) -> list:
-    "What a run on data without attributes leaves out, one line each"
-    if attributes: return []
-    return ["judge: the data has no attributes (the report's FD uses the bundled judge's features)",
-            "clip: the attribute losses and the attribute evaluation (train_clip is called, not the 03 notebook)",
-            "cvae: the prior's attribute report", "report: attribute accuracy (FD with its floor and the "
-            "text-image score instead)"]
+def left_out(attributes: bool, smoke: bool = False) -> list:
+    "What a run leaves out, one line each: on data without attributes, what needs them; in a smoke run, the extras"
+    out = [] if attributes else [
+        "judge: the data has no attributes (the report's FD uses the bundled judge's features)",
+        "clip: the attribute losses and the attribute evaluation (train_clip is called, not the 03 notebook)",
+        "cvae: the prior's attribute report",
+        "report: attribute accuracy (FD with its floor and the text-image score instead)"]
+    if smoke: out += ["smoke: the notebooks' examples and tests, the CVAE prior's report and the UNet's sample grid"]
+    return out
 
 # %% ../nbs/10_train_pipeline.ipynb #975834cb
 def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jobs: int|None = None,
@@ -587,7 +589,7 @@ def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jo
     run = PipelineRun(out, stages, data=data_path, preset_name=preset + (' (smoke)' if smoke else ''),
                       jobs=jobs or p['jobs'], threads=threads if threads is not None else p.get('threads'),
                       notebooks=notebooks)
-    run.data_info, run.left_out = info, left_out(stages, attributes)
+    run.data_info, run.left_out = info, left_out(attributes, smoke)
     if info is not None:
         print(f"data: {info['kind']} at {info['root']}, {info['n_images']} images {info['partitions']}, "
               f"captions {info['captions']}, split {info['split']['source']}")
