@@ -134,3 +134,165 @@ def test_bad_attribute_values(tmp_path):
     a = ATTRS.iloc[:1].copy(); a.iloc[0, 3] = 7
     (tmp_path/'list_attr_celeba.csv').write_text(a.rename_axis('image_id').to_csv())
     with pytest.raises(ValueError, match='1/-1'): load_celeba(tmp_path)
+
+
+# ---- your own data: captioned folders and Multi-Modal-CelebA-HQ, through the one entry point (data.load_data) ----
+import json, os, subprocess, sys
+from text2img_diffusion.data import (DataNotRecognised, CelebAItems, data_summary, has_attributes, load_data)
+
+def faces(synth, k):
+    "`k` synthetic faces (178×218 RGB) as PIL images"
+    _, df = synth
+    return [Image.open(df.image_path.iloc[i]).convert('RGB') for i in range(k)]
+
+def write_varied(face, i, path: Path):
+    "Face `i` saved the way photos come: wide, tall, gray, transparent, sideways (EXIF), CMYK"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = i % 6
+    if kind == 0: face.resize((240, 150)).save(path.with_suffix('.jpg'))                     # wide
+    elif kind == 1: face.resize((90, 200)).save(path.with_suffix('.png'))                     # tall
+    elif kind == 2: face.convert('L').save(path.with_suffix('.png'))                          # grayscale
+    elif kind == 3:                                                                           # transparent corners
+        rgba = face.convert('RGBA'); rgba.putalpha(Image.new('L', face.size, 255).crop((0, 0) + face.size))
+        a = np.array(rgba); a[:20, :20, 3] = 0; Image.fromarray(a).save(path.with_suffix('.png'))
+    elif kind == 4:                                                                           # stored sideways
+        ex = Image.Exif(); ex[0x0112] = 6
+        face.transpose(Image.ROTATE_90).save(path.with_suffix('.jpg'), exif=ex)
+    else: face.convert('CMYK').save(path.with_suffix('.jpg'))
+    return next(p for p in (path.with_suffix('.jpg'), path.with_suffix('.png')) if p.exists())
+
+def broken_files(root: Path):
+    "A truncated JPEG, a text file named .jpg and an empty file"
+    (root/'broken').mkdir(parents=True, exist_ok=True)
+    (root/'broken'/'cut.jpg').write_bytes(jpeg_bytes(1)[:300])
+    (root/'broken'/'notajpeg.jpg').write_bytes(b'hello, not an image' * 10)
+    (root/'broken'/'empty.jpg').write_bytes(b'')
+    return ['broken/cut.jpg', 'broken/notajpeg.jpg', 'broken/empty.jpg']
+
+def quiet_load(path, **kw):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always'); df = load_data(path, **kw)
+    return df, [str(m.message) for m in w]
+
+def all_items_read(df, size=32):
+    ds = CelebAItems(df, size)
+    for i in range(len(ds)):
+        img, cap, att = ds[i]
+        assert img.shape == (3, size, size) and str(img.dtype) == 'torch.uint8' and isinstance(cap, str) and cap
+    assert ds.n_bad == 0
+    return ds
+
+def mixed_folder(root: Path, synth, n=30):
+    "metadata.jsonl at the top (several captions: repeated rows and a JSON list) and metadata.csv in a nested folder"
+    rows = []
+    for i, f in enumerate(faces(synth, n)):
+        sub = 'people/nested' if i >= n // 2 else 'top'
+        p = write_varied(f, i, root/sub/f'face{i:03d}')
+        rel = p.relative_to(root).as_posix()
+        if sub == 'top':
+            rows.append(dict(file_name=rel, text=f'a photo of person {i}'))
+            if i % 2: rows.append(dict(file_name=rel, text=[f'person number {i}', f'face {i}']))
+    bad = broken_files(root)
+    rows += [dict(file_name=b, text='a broken file') for b in bad] + [dict(file_name='top/gone.jpg', text='missing')]
+    (root/'metadata.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    nested = sorted((root/'people'/'nested').iterdir())
+    pd.DataFrame(dict(file_name=[p.name for p in nested], text=[f'nested face {p.stem}' for p in nested])).to_csv(
+        root/'people'/'nested'/'metadata.csv', index=False)
+    return root
+
+def test_captioned_folder_metadata_files(tmp_path, synth):
+    "metadata.jsonl (several captions per image) and a metadata.csv in a nested folder; every image mode; broken files"
+    root = mixed_folder(tmp_path/'mixed', synth)
+    df, msgs = quiet_load(root)
+    info = data_summary(df)
+    assert (info['kind'], info['layout'], info['attributes'], info['captions']) == ('captioned-folder', 'metadata', False, 'own')
+    assert info['n_images'] == 30 and sum(info['partitions'].values()) == 30
+    assert info['skipped'] == dict(missing=1, empty=1, uncaptioned=0, undecodable=2)
+    assert any('top/gone.jpg' in m for m in msgs)
+    assert df.loc['top/face001.png', 'captions'] == ['a photo of person 1', 'person number 1', 'face 1']
+    assert df.loc['people/nested/face020.png', 'captions'] == ['nested face face020']
+    assert info['split'] == dict(source='seeded', seed=0, valid_pct=0.1, test_pct=0.1)
+    assert not has_attributes(df)
+    ds = all_items_read(df)
+    assert set(ds.attrs.unique().tolist()) == {-1}                             # no attributes: all unknown
+    faces(synth, 5)[4].save(tmp_path/'upright.jpg')
+    side, upright = (CelebAItems(pd.DataFrame(dict(image_path=[str(p)])), 16, captions=False)[0][0].float()
+                     for p in (root/'top'/'face004.jpg', tmp_path/'upright.jpg'))
+    assert (side - upright).abs().mean() < 12 < (side - upright.flip(-1).transpose(-1, -2)).abs().mean()   # upright again
+
+def test_captioned_folder_sidecars_and_split_folders(tmp_path, synth):
+    "A .txt beside each image (several lines: several captions), nested train/valid/test folders giving the split"
+    root = tmp_path/'side'
+    for i, f in enumerate(faces(synth, 12)):
+        part = ['train'] * 8 + ['validation'] * 2 + ['test'] * 2
+        p = write_varied(f, i, root/part[i]/'deep'/f'im{i}')
+        if i != 5: p.with_suffix('.txt').write_text(f'first caption {i}\nsecond caption {i}\n')
+    df, msgs = quiet_load(root)
+    info = data_summary(df)
+    assert (info['kind'], info['layout'], info['split'], info['skipped']['uncaptioned']) == (
+        'captioned-folder', 'sidecars', dict(source='folders'), 1)
+    assert df.partition.value_counts().to_dict() == dict(train=7, valid=2, test=2)
+    assert df.captions['train/deep/im0.jpg'] == ['first caption 0', 'second caption 0']
+    all_items_read(df)
+
+def test_mm_celeba_hq_with_and_without_attributes(tmp_path, synth):
+    root = tmp_path/'mm'; (root/'CelebA-HQ-img').mkdir(parents=True); (root/'text').mkdir()
+    for i, f in enumerate(faces(synth, 10)):
+        f.resize((256, 256)).save(root/'CelebA-HQ-img'/f'{i}.jpg')
+        (root/'text'/f'{i}.txt').write_text(''.join(f'caption {k} of face {i}\n' for k in range(10)))
+    (root/'CelebA-HQ-img'/'10.jpg').write_bytes(jpeg_bytes(3)[:200])          # broken
+    (root/'text'/'10.txt').write_text('a broken face\n')
+    df, msgs = quiet_load(root)
+    assert data_summary(df)['kind'] == 'mm-celeba-hq' and not has_attributes(df)
+    assert len(df) == 10 and len(df.captions['3.jpg']) == 10 and df.attrs['data']['skipped']['undecodable'] == ['10.jpg']
+    assert data_summary(df)['split']['source'] == 'seeded' and set(df.partition) == {'train', 'valid', 'test'}
+    vals = np.where(np.random.default_rng(1).random((11, 40)) < 0.4, 1, -1)
+    (root/'CelebAMask-HQ-attribute-anno.txt').write_text(
+        '11\n' + ' '.join(CELEBA_ATTRS) + '\n' + ''.join(f'{i}.jpg ' + ' '.join(map(str, v)) + '\n' for i, v in enumerate(vals)))
+    da, _ = quiet_load(root)
+    assert has_attributes(da) and data_summary(da)['captions'] == 'own + written from attributes'
+    assert da.loc['7.jpg', list(CELEBA_ATTRS)].tolist() == (vals[7] > 0).astype(int).tolist()
+    assert (da.partition == df.partition).all()                              # the same seeded split
+    all_items_read(da)
+
+def test_celeba_with_a_captions_file_beside_it(tmp_path, synth):
+    src, sdf = synth
+    shutil.copytree(src, tmp_path/'c')
+    (tmp_path/'c'/'captions.jsonl').write_text(''.join(json.dumps(dict(image_id=i, text=f'my words about {i}')) + '\n'
+                                                       for i in sdf.index[:20]))
+    df, _ = quiet_load(tmp_path/'c')
+    assert data_summary(df)['kind'] == 'celeba+captions' and df.captions.iloc[0] == [f'my words about {sdf.index[0]}']
+    assert has_attributes(df) and df.captions.isna().sum() == len(df) - 20
+
+def test_folder_without_captions_is_a_clear_error(tmp_path, synth):
+    photos = tmp_path/'photos'; photos.mkdir()
+    for i, f in enumerate(faces(synth, 3)): f.save(photos/f'{i}.jpg')
+    with pytest.raises(DataNotRecognised) as e: load_data(photos)
+    msg = str(e.value)
+    for s in ('3 images but no captions', 'metadata.jsonl or metadata.csv', 'Multi-Modal-CelebA-HQ', 'list_attr_celeba'):
+        assert s in msg, msg
+    r = subprocess.run([sys.executable, '-c', RUNNER, 'train', '--preset', 'tiny', '--data_path', str(photos),
+                        '--out', str(tmp_path/'run')], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and '3 images but no captions' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+
+RUNNER = "import sys; from text2img_diffusion.cli import main; sys.exit(main(sys.argv[1:]))"
+
+def test_mixed_folder_trains_end_to_end_and_generates(tmp_path, synth):
+    "`t2i train --preset tiny --data_path FOLDER`: every stage on a captioned folder without attributes, then generate"
+    root = mixed_folder(tmp_path/'mixed', synth, n=40)
+    env = {**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'HF_HUB_OFFLINE': '1', 'MPLBACKEND': 'Agg'}
+    r = subprocess.run([sys.executable, '-c', RUNNER, 'train', '--preset', 'tiny', '--data_path', str(root),
+                        '--out', str(tmp_path/'run')], capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    run = json.loads((tmp_path/'run'/'run.json').read_text())
+    assert (run['data']['kind'], run['data']['n_images'], run['data']['attributes']) == ('captioned-folder', 40, False)
+    assert run['data']['skipped'] == dict(missing=1, empty=1, uncaptioned=0, undecodable=2)
+    assert run['data']['split']['source'] == 'seeded' and any(l.startswith('judge:') for l in run['left_out'])
+    assert 'judge' not in run['stage_seconds'] and 'attributes' in r.stdout
+    rep = run['report']
+    assert rep['attributes'] is False and rep['model']['fd'] > 0 and -1 <= rep['model']['text_image_score'] <= 1
+    cache = json.loads((tmp_path/'run'/'latents'/'captions.json').read_text())
+    assert cache[0] and all(isinstance(c, str) for c in cache[0])              # the folder's captions, cached
+    from text2img_diffusion.sampling import generate
+    img = generate('a photo of a person', model=tmp_path/'run'/'pipeline', steps=2, seed=0, device='cpu', progress=False)[0]
+    assert img.size == (32, 32)

@@ -35,8 +35,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging as hf_logging
 
 from .core import atomic_dir, atomic_write, preset_config
-from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, as_frame, captions_for, celeba_dls, load_celeba,
-    make_synthetic_celeba)
+from .data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, as_frame, captions_for, celeba_dls, load_celeba,
+    make_synthetic_celeba, has_attributes, load_data)
 from .judge import CLIP_MEAN, CLIP_STD, load_faces
 
 # %% auto #0
@@ -80,7 +80,7 @@ def caption_corpus(df: pd.DataFrame, n_per_image: int = 4, seed: int = 0, partit
     "Captions written for the rows of `df` (only `partition`, if given): the text a caption tokenizer is trained on"
     if partition is not None: df = df[df['partition'] == partition]
     rendered = df.attrs.get('celeba', {}).get('rendered')
-    A = df[list(CELEBA_ATTRS)].to_numpy()
+    A = df[list(CELEBA_ATTRS)].to_numpy() if has_attributes(df) else []   # data with captions only: its own
     out = [c for i, a in enumerate(A)
            for c in captions_for(a, n=n_per_image, seed=seed * 1_000_003 + i, rendered=rendered)]
     if 'captions' in df.columns: out += [c for cs in df['captions'] if isinstance(cs, list) for c in cs]
@@ -910,8 +910,10 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as td:
         if data_path is None: data_path = make_synthetic_celeba(Path(td)/'synth', n_images, seed=seed)
-        df = load_celeba(data_path)
-        df = as_frame(df, n_images, seed)
+        df = as_frame(load_data(data_path), n_images, seed)
+        if not has_attributes(df) and (attr_weight or text_attr_weight or evaluate):   # captions only
+            print("the data has no attributes: attribute losses and the attribute evaluation are left out")
+            attr_weight, text_attr_weight, evaluate = 0., 0., False
         p = preset_config(CLIP_PRESETS, preset, 'CLIP preset')
         if text_model == 'scratch':
             corpus = caption_corpus(df, 4, seed)

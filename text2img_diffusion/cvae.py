@@ -15,16 +15,17 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
+from .clip_cond import TextConditioner
 from .core import atomic_dir, preset_config
 from .latents import latent_dls, read_cache_meta
 from .training import Checkpoint, ImageGrid, LossWarmup, MetricsLog, load_checkpoint, trained_model
-from .vae import decode_latents
+from .vae import decode_latents, load_pretrained_vae
 
 # %% auto #0
 __all__ = ['CVAE_PRESETS', 'SAMPLE_PROMPTS', 'FiLMResBlock', 'CrossAttention2d', 'LatentCVAE', 'kl_per_channel', 'CVAELoss',
            'EncodeText', 'rec_metric', 'kl_metric', 'CVAEModule', 'cvae_learner', 'start_timesteps', 'cvae_init',
-           'cvae_from_preset', 'prior_images', 'prior_grid', 'save_cvae', 'train_cvae', 'mean_pairwise_distance',
-           'prior_generator', 'prior_diversity']
+           'cvae_from_preset', 'prior_images', 'prior_grid', 'save_cvae', 'train_cvae', 'cvae_stage',
+           'mean_pairwise_distance', 'prior_generator', 'prior_diversity']
 
 # %% ../nbs/04_cvae.ipynb #580bf82c
 class FiLMResBlock(nn.Module):
@@ -295,6 +296,16 @@ def train_cvae(cache_dir,                     # latent cache folder (latents.bui
               warmup_kind=warmup_kind, seed=seed, resumed_from_epoch=start, latent_shape=[c, h, w],
               params=sum(q.numel() for q in cvae.parameters()))
     return learn
+
+# %% ../nbs/04_cvae.ipynb #30dd6f50
+def cvae_stage(out_dir, vae_path, text_encoder_path, cache_dir, preset: str = 'tiny', epochs: int = 2,
+               bs: int|None = None, lr: float|None = None, beta: float = 1.0, free_bits: float = 0.1,
+               warmup: float = 0.3, warmup_kind: str = 'linear', resume=None, seed: int = 0) -> Learner:
+    "`train_cvae` with the VAE, text encoder and latent cache a training run made (the notebook's run, as one call)"
+    vae = load_pretrained_vae(str(vae_path)).eval()
+    cond = TextConditioner.from_pretrained(text_encoder_path)
+    return train_cvae(cache_dir, cond, out_dir, preset=preset, epochs=epochs, bs=bs, lr=lr, beta=beta,
+                      free_bits=free_bits, warmup=warmup, warmup_kind=warmup_kind, vae=vae, resume=resume, seed=seed)
 
 # %% ../nbs/04_cvae.ipynb #fa034dfc
 def mean_pairwise_distance(x: torch.Tensor) -> float:

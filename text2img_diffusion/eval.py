@@ -4,18 +4,20 @@
 
 # %% ../nbs/08_eval.ipynb #198d4b0f
 from __future__ import annotations
-import json, time
+import json, random, time, warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt, pandas as pd, torch
 
 from .core import atomic_write
-from .data import load_celeba
-from .judge import AttributeJudge, evaluate_generator, load_faces, prompt_set, specs_from_data
+from .clip_cond import load_clip
+from .data import has_attributes, load_data
+from .judge import (AttributeJudge, evaluate_generator, fd_with_floor, generate_images, load_faces,
+    load_judge, prompt_set, specs_from_data, text_image_score)
 from .sampling import generate, load_pipeline
 
 # %% auto #0
-__all__ = ['report_prompt_set', 'pipeline_scores', 'pipeline_report']
+__all__ = ['report_prompt_set', 'pipeline_scores', 'caption_prompt_set', 'caption_scores', 'pipeline_report', 'report_stage']
 
 # %% ../nbs/08_eval.ipynb #fa927589
 def report_prompt_set(test: pd.DataFrame, n_prompts: int, size: int, seed: int = 1) -> tuple:
@@ -27,29 +29,67 @@ def report_prompt_set(test: pd.DataFrame, n_prompts: int, size: int, seed: int =
     return prompt_set(specs, seed=1000), load_faces(test.iloc[:2 * n_prompts], size=size)[0]
 
 # %% ../nbs/08_eval.ipynb #b891a9e3
-def pipeline_scores(model, judge, pset, real, steps, title='', **kw) -> tuple:
-    "({asked_correct, ..., fd, fd_floor, seconds_per_image}, figure) of pipeline `model` on `pset` at `steps`"
+def _generator(model, steps, **kw):
+    "`generate(prompts, seeds) -> images in [-1, 1]` of pipeline `model` at `steps`"
     pipe = load_pipeline(model, device='cpu' if not torch.cuda.is_available() else None)
-    gen = lambda prompts, seeds: torch.stack(generate(prompts, seed=seeds, steps=steps, model=pipe, output_type='pt',
-                                                      progress=False, **kw)) * 2 - 1
+    return lambda prompts, seeds: torch.stack(generate(prompts, seed=seeds, steps=steps, model=pipe, output_type='pt',
+                                                       progress=False, **kw)) * 2 - 1
+
+def pipeline_scores(model, judge, pset, real, steps, title='', clip=None, **kw) -> tuple:
+    "({asked_correct, ..., fd, fd_floor, seconds_per_image}, figure) of pipeline `model` on `pset` at `steps`"
+    gen = _generator(model, steps, **kw)
     t = time.perf_counter()
-    table, fig = evaluate_generator(gen, pset, judge, real=real, title=title)
+    table, fig = evaluate_generator(gen, pset, judge, real=real, title=title, clip=clip)
     v = table[table.attribute == 'all'].set_index('metric').value
-    keys = ('asked_correct', 'requested_found', 'negation_respected', 'fd', 'fd_floor')
+    keys = ('asked_correct', 'requested_found', 'negation_respected', 'fd', 'fd_floor', 'text_image_score')
     return {**{k: float(v[k]) for k in keys if k in v}, 'seconds_per_image': (time.perf_counter() - t) / len(pset)}, fig
+
+# %% ../nbs/08_eval.ipynb #eac3442d
+def caption_prompt_set(test: pd.DataFrame, n_prompts: int, size: int, seed: int = 1) -> tuple:
+    "(prompts: one caption of each of `n_prompts` images of `test`, seeds 1000...; `test`'s images at `size`)"
+    if len(test) < 4: raise ValueError(f"the test partition has {len(test)} images; FD against them needs at least 4")
+    if len(test) < n_prompts:
+        warnings.warn(f"the test partition has {len(test)} images: the report uses as many prompts, not {n_prompts}")
+    rows = test.sample(min(n_prompts, len(test)), random_state=seed)
+    r = random.Random(seed)
+    prompts = [r.choice(c) if isinstance(c, list) and c else '' for c in rows['captions']]
+    pset = pd.DataFrame(dict(prompt=prompts, seed=range(1000, 1000 + len(rows))), index=rows.index)
+    return pset, load_faces(test, size=size)[0]
+
+# %% ../nbs/08_eval.ipynb #969b0ff7
+def caption_scores(model, judge, pset, real, steps, title='', clip=None, **kw) -> tuple:
+    "({fd, fd_floor, kid, ..., text_image_score, seconds_per_image}, figure) of `model` on caption prompts `pset`"
+    t = time.perf_counter()
+    images = generate_images(_generator(model, steps, **kw), pset.prompt.tolist(), pset.seed.tolist())
+    res = dict(seconds_per_image=(time.perf_counter() - t) / len(pset)) | fd_with_floor(real, images, judge)
+    if clip is not None:
+        res['text_image_score'] = float(text_image_score(*clip, pset.prompt.tolist(), images).mean())
+    n = min(8, len(images))
+    fig, axs = plt.subplots(1, n, figsize=(1.8 * n, 2.4), squeeze=False)
+    for a, im, p in zip(axs[0], images, pset.prompt):
+        a.imshow(((im.permute(1, 2, 0).clamp(-1, 1) + 1) / 2).numpy()); a.axis('off'); a.set_title(p[:40], fontsize=6)
+    if title: fig.suptitle(title, fontsize=9)
+    return res, fig
 
 # %% ../nbs/08_eval.ipynb #1ea77ad7
 def pipeline_report(model, judge: AttributeJudge, data_path, n_prompts: int = 64, steps: int = 20, reference=None,
-                    seed: int = 1, out_dir=None, **generate_kw) -> dict:
-    "Judge accuracy and FD (with its floor) of pipeline `model` on prompts from `data_path`'s test faces"
-    df = load_celeba(data_path)
-    pset, real = report_prompt_set(df[df.partition == 'test'], n_prompts, judge.config.size, seed)
-    rep = dict(n_prompts=n_prompts, steps=steps, data=str(data_path), settings=generate_kw or 'generate() defaults')
+                    seed: int = 1, out_dir=None, clip=None, **generate_kw) -> dict:
+    "Judge accuracy (data with attributes), FD with its floor and the text–image score (`clip`) of pipeline `model`"
+    df = load_data(data_path)
+    test, attrs = df[df.partition == 'test'], has_attributes(df)
+    if attrs: pset, real = report_prompt_set(test, n_prompts, judge.config.size, seed)
+    else:
+        print("the data has no attributes: the report gives FD against held-out images and the text-image score")
+        pset, real = caption_prompt_set(test, n_prompts, judge.config.size, seed)
+    score = pipeline_scores if attrs else caption_scores
+    rep = dict(n_prompts=len(pset), steps=steps, data=str(data_path), kind=df.attrs['data']['kind'], attributes=attrs,
+               settings=generate_kw or 'generate() defaults')
     title = f'{Path(str(model)).name}, {steps} steps'
-    rep['model'], fig = pipeline_scores(model, judge, pset, real, steps, title=title, **generate_kw)
+    rep['model'], fig = score(model, judge, pset, real, steps, title=title, clip=clip, **generate_kw)
     if reference is not None:      # scored on the same prompts and seeds: the difference is what a retrained model is
-        rep['reference'], rfig = pipeline_scores(reference, judge, pset, real, steps, **generate_kw)
-        rep['asked_correct_minus_reference'] = rep['model']['asked_correct'] - rep['reference']['asked_correct']
+        rep['reference'], rfig = score(reference, judge, pset, real, steps, clip=clip, **generate_kw)
+        if attrs:
+            rep['asked_correct_minus_reference'] = rep['model']['asked_correct'] - rep['reference']['asked_correct']
         plt.close(rfig)
     if out_dir is not None:
         out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -57,3 +97,11 @@ def pipeline_report(model, judge: AttributeJudge, data_path, n_prompts: int = 64
         atomic_write(out/'report.png', lambda t: fig.savefig(t, format='png', dpi=90, bbox_inches='tight'))
     plt.close(fig)
     return rep
+
+# %% ../nbs/08_eval.ipynb #816e2fc2
+def report_stage(out_dir, data_path, judge_path, pipeline_path, reference_path=None, clip_path=None,
+                 report_prompts: int = 12, report_steps: int = 20) -> dict:
+    "`pipeline_report` of the saved pipeline at `pipeline_path` with a saved judge (and CLIP), into `out_dir`"
+    clip = load_clip(clip_path)[::-1] if clip_path is not None else None
+    return pipeline_report(pipeline_path, load_judge(judge_path), data_path, n_prompts=report_prompts,
+                           steps=report_steps, reference=reference_path, out_dir=out_dir, clip=clip)

@@ -24,8 +24,8 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.functional.classification import binary_auroc
 
 from .core import BUNDLED_JUDGE, atomic_dir, atomic_write, model_device
-from text2img_diffusion.data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, as_frame, items_dls, load_celeba,
-    make_synthetic_celeba)
+from .data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, as_frame, has_attributes,
+    items_dls, load_celeba, load_data, make_synthetic_celeba)
 
 # %% auto #0
 __all__ = ['PROMPT_PHRASES', 'NEGATABLE_IN_PROMPTS', 'INCEPTION_WEIGHTS', 'INCEPTION_URL', 'CLIP_MEAN', 'CLIP_STD',
@@ -120,8 +120,8 @@ class _Wrapped(nn.Module):
     def __init__(self, model: nn.Module): super().__init__(); self.model = model
     def forward(self, *args): return self.model(*args)
 
-def train_judge(data_path=None,                     # CelebA folder or zip (or pass `df`)
-                df: pd.DataFrame|None = None,       # a `load_celeba` frame instead of `data_path`
+def train_judge(data_path=None,                     # data with the 40 attributes (CelebA, MM-CelebA-HQ), or `df`
+                df: pd.DataFrame|None = None,       # a `data.load_data` table instead of `data_path`
                 n_images: int|None = 300,           # train on a seeded subset of this many faces (None: all)
                 size: int = 64,                     # image size the judge sees
                 epochs: int = 3,                    # passes over the training data
@@ -134,11 +134,14 @@ def train_judge(data_path=None,                     # CelebA folder or zip (or p
                 device=None,                        # where to train (None: the default device)
                 show_progress: bool = True,         # show fastai's progress bar and metrics table
                ) -> AttributeJudge:
-    "Train an `AttributeJudge` on the train partition of CelebA at `data_path` (or the `load_celeba` frame `df`)"
+    "Train an `AttributeJudge` on the train partition of the data at `data_path` (or the `load_data` table `df`)"
     if df is None:
         if data_path is None:
-            raise ValueError("train_judge needs data_path (a CelebA folder) or df (a load_celeba frame)")
-        df = load_celeba(data_path)
+            raise ValueError("train_judge needs data_path (a CelebA folder) or df (a load_data table)")
+        df = load_data(data_path)
+    if not has_attributes(df):
+        raise ValueError(f"the judge learns CelebA's 40 attributes, and the data at {df.attrs.get('data', {}).get('root')} "
+                         "has none (only captions): train it on data with attributes, or use the bundled judge")
     df = as_frame(df, n_images, seed)
     rendered = df.attrs.get('celeba', {}).get('rendered', list(CELEBA_ATTRS))
     set_seed(seed)
@@ -216,7 +219,7 @@ def load_judge(path=None, device=None) -> AttributeJudge:
 @call_parse
 @delegates(train_judge, but=['df', 'device', 'show_progress'])
 def judge_train(out_dir: str,             # folder to save the judge to
-                data_path: str = None,    # CelebA folder; None: draw `n_images` synthetic faces into a temp folder
+                data_path: str = None,    # data with attributes; None: `n_images` synthetic faces in a temp folder
                 n_images: int = 8000,     # faces: synthetic ones to draw, or a seeded subset of data_path's
                 epochs: int = 5,          # passes over the training data
                 bs: int = 64,             # batch size
@@ -227,7 +230,7 @@ def judge_train(out_dir: str,             # folder to save the judge to
                 **kwargs):
     "Train a real-size attribute judge (`train_judge`), report its test accuracy and save it to `out_dir`"
     with tempfile.TemporaryDirectory() as d:
-        df = load_celeba(data_path or make_synthetic_celeba(Path(d)/'celeba', n_images, seed=seed))
+        df = load_data(data_path or make_synthetic_celeba(Path(d)/'celeba', n_images, seed=seed))
         t0 = time.time()
         judge = train_judge(df=df, n_images=None if data_path is None else n_images, epochs=epochs, bs=bs, lr=lr,
                             widths=widths, hidden=hidden, seed=seed, **kwargs)

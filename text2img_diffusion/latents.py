@@ -14,7 +14,7 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 
 from .core import atomic_write
-from .data import CELEBA_ATTRS, CelebAItems, as_frame, captions_for
+from .data import CELEBA_ATTRS, UNKNOWN, CelebAItems, as_frame, captions_for, has_attributes, pick_caption
 from .vae import encode_latents, load_pretrained_vae
 
 # %% auto #0
@@ -34,8 +34,10 @@ def vae_fingerprint(vae) -> str:
 # %% ../nbs/02b_latents.ipynb #d551a09d
 def cache_key(vae, df: pd.DataFrame, size: int, crop: str, dtype: str) -> dict:
     "What a latent cache is keyed by"
-    return dict(vae=vae_fingerprint(vae), size=int(size), crop=crop, dtype=dtype,
-                images=_sha('\n'.join(map(str, df.index)).encode()), n=len(df))
+    key = dict(vae=vae_fingerprint(vae), size=int(size), crop=crop, dtype=dtype,
+               images=_sha('\n'.join(map(str, df.index)).encode()), n=len(df))
+    if 'captions' in df.columns: key['captions'] = _sha(json.dumps(df['captions'].tolist(), default=str).encode())
+    return key
 
 # %% ../nbs/02b_latents.ipynb #e968a971
 def read_cache_meta(cache_dir) -> dict|None:
@@ -47,7 +49,7 @@ def read_cache_meta(cache_dir) -> dict|None:
 @torch.no_grad()
 def build_latent_cache(vae, data, out_dir, size: int = 64, crop: str = 'center', bs: int = 64, dtype: str = 'float16',
                        n: int|None = None, seed: int = 0, num_workers: int = 0, force: bool = False) -> Path:
-    "Encode every image of `data` (a CelebA path or `load_celeba` frame) once into a memory-mapped cache at `out_dir`"
+    "Encode every image of `data` (a path or `load_data` table) once into a memory-mapped cache at `out_dir`"
     if dtype not in ('float16', 'float32'): raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
     df = as_frame(data, n, seed)
     out = Path(out_dir); key = cache_key(vae, df, size, crop, dtype)
@@ -72,16 +74,22 @@ def build_latent_cache(vae, data, out_dir, size: int = 64, crop: str = 'center',
         arr.flush(); del arr
     atomic_write(out/'latents.npy', write)
     vae.train(was_training)
-    idx = df[['partition'] + list(CELEBA_ATTRS)].reset_index().rename(columns={df.index.name or 'index': 'image_id'})
+    cols = ['partition'] + (list(CELEBA_ATTRS) if has_attributes(df) else [])
+    idx = df[cols].reset_index().rename(columns={df.index.name or 'index': 'image_id'})
+    idx.loc[sorted(ds.bad), 'partition'] = 'skipped'    # undecodable: their rows hold another image's latent
     atomic_write(out/'index.csv', lambda p: idx.to_csv(p, index=False))
+    if 'captions' in df.columns:    # the data's own captions, one list (or null) per row
+        caps = [c if isinstance(c, list) else None for c in df['captions']]
+        atomic_write(out/'captions.json', lambda p: Path(p).write_text(json.dumps(caps)))
     meta = dict(key=key, shape=list(shape), scaling_factor=float(vae.config.scaling_factor),
-                rendered=df.attrs.get('celeba', {}).get('rendered', list(CELEBA_ATTRS)), created=time.time())
+                rendered=df.attrs.get('celeba', {}).get('rendered', list(CELEBA_ATTRS)), created=time.time(),
+                attributes=has_attributes(df), captions='captions' in df.columns, skipped=len(ds.bad))
     atomic_write(out/'meta.json', lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
     return out
 
 # %% ../nbs/02b_latents.ipynb #5eac9202
 class LatentItems(torch.utils.data.Dataset):
-    "(latent float32 [C,h,w], caption, attributes int8 [40]) for the rows of a latent cache in `partition`"
+    "(latent float32 [C,h,w], caption, attributes int8 [40], -1: unknown) for the rows of a latent cache in `partition`"
     def __init__(self, cache_dir, partition: str|None = 'train', captions: bool = True, rendered=None, rows=None):
         self.dir = Path(cache_dir); meta = read_cache_meta(self.dir)
         if meta is None:
@@ -91,8 +99,13 @@ class LatentItems(torch.utils.data.Dataset):
         idx = pd.read_csv(self.dir/'index.csv', dtype={'image_id': str})
         rows = np.arange(len(idx)) if rows is None else np.asarray(rows)
         if partition is not None: rows = rows[(idx['partition'].to_numpy()[rows] == partition)]
+        else: rows = rows[idx['partition'].to_numpy()[rows] != 'skipped']
         self.rows, self.ids = rows, idx['image_id'].to_numpy()[rows]
-        self.attrs = torch.tensor(idx[list(CELEBA_ATTRS)].to_numpy(dtype=np.int8)[rows])
+        self.has_attributes = has_attributes(idx)
+        self.attrs = (torch.tensor(idx[list(CELEBA_ATTRS)].to_numpy(dtype=np.int8)[rows]) if self.has_attributes
+                      else torch.full((len(rows), len(CELEBA_ATTRS)), UNKNOWN, dtype=torch.int8))
+        own = json.loads((self.dir/'captions.json').read_text()) if (self.dir/'captions.json').exists() else None
+        self.own = None if own is None else [own[r] for r in rows]
         self.rendered = meta.get('rendered') if rendered is None else rendered
         self._z = None
     @property
@@ -103,6 +116,9 @@ class LatentItems(torch.utils.data.Dataset):
     def __getitem__(self, i):
         z = torch.from_numpy(np.asarray(self.latents[self.rows[i]], dtype=np.float32))
         if not self.captions: return z, self.attrs[i]
+        if self.own is not None:   # the data's own captions (and, with attributes, written ones), as CelebAItems
+            return z, pick_caption(self.own[i], self.attrs[i].tolist() if self.has_attributes else None,
+                                   self.rendered), self.attrs[i]
         cap = captions_for(self.attrs[i].tolist(), n=1, seed=random.randrange(2**31), rendered=self.rendered)[0]
         return z, cap, self.attrs[i]
     def __getstate__(self): return {**self.__dict__, '_z': None}   # workers re-open the memory map

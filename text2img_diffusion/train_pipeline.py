@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train_pipeline.ipynb #23a07364
 from __future__ import annotations
-import ast, ctypes, fcntl, json, os, re, signal, subprocess, sys, time
+import ast, ctypes, fcntl, importlib, inspect, json, os, re, signal, subprocess, sys, time, warnings
 from pathlib import Path
 import nbformat
 from fastcore.basics import patch, store_attr
@@ -12,11 +12,13 @@ from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 import text2img_diffusion
 from .core import BUNDLED_JUDGE, BUNDLED_MODEL, NOTEBOOK_RUN_ENV, atomic_write
+from .data import data_summary, load_data
 
 # %% auto #0
-__all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'notebooks_dir', 'cell_flags', 'job_notebook', 'Stage', 'expand',
-           'pipeline_stages', 'PipelineError', 'parse_overrides', 'preset_settings', 'apply_overrides', 'PipelineRun',
-           'run_summary', 'train_pipeline', 'train_cli']
+__all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'STAGE_CALLS', 'SMOKE_IMAGES', 'SMOKE_SPLIT', 'notebooks_dir',
+           'cell_flags', 'job_notebook', 'Stage', 'expand', 'pipeline_stages', 'PipelineError', 'parse_overrides',
+           'preset_settings', 'apply_overrides', 'smoke_settings', 'as_calls', 'call_function', 'PipelineRun',
+           'run_summary', 'describe_data', 'left_out', 'train_pipeline', 'train_cli']
 
 # %% ../nbs/10_train_pipeline.ipynb #973fabdc
 NOTEBOOKS_ENV = 'T2I_NOTEBOOKS'
@@ -118,15 +120,22 @@ PIPELINE_PRESETS['celeba128'] = _derived('celeba64', 'real CelebA at 128 px on o
     judge=dict(size=128), vae=dict(preset='celeba128', bs=32),
     unet=dict(preset='celeba128-gpu', epochs=80, bs=64, lr=1e-4))
 
+# %% ../nbs/10_train_pipeline.ipynb #f7fc5003
+STAGE_CALLS = dict(judge='text2img_diffusion.judge:judge_train', vae='text2img_diffusion.vae:train_vae',
+                   clip='text2img_diffusion.clip_cond:train_clip_cli', cvae='text2img_diffusion.cvae:cvae_stage',
+                   unet='text2img_diffusion.unet_diffusion:train_unet_cli',
+                   report='text2img_diffusion.eval:report_stage')
+
 # %% ../nbs/10_train_pipeline.ipynb #d8b2e26f
-def pipeline_stages(preset: dict, synthetic: bool = True) -> dict:
+def pipeline_stages(preset: dict, synthetic: bool = True, attributes: bool = True) -> dict:
     "The stages of a run with sizes from `preset` (a `PIPELINE_PRESETS` entry), keyed by name in a runnable order"
     p, S, size, threads = preset, {}, preset['image_size'], preset.get('threads')
     data = ('data',) if synthetic else ()
     if synthetic:
         S['data'] = Stage('data', call='text2img_diffusion.data:make_synthetic_celeba',
-                          done_file='list_attr_celeba.csv', params=dict(dest='{data}', n=p['synthetic'], seed=0))
-    if p['judge'] == 'bundled': judge, jneed = str(BUNDLED_JUDGE), ()
+                          done_file='list_attr_celeba.csv', params=dict(dest='{data}', n=p['synthetic'], seed=0)
+                          | ({'split': p['synthetic_split']} if 'synthetic_split' in p else {}))
+    if p['judge'] == 'bundled' or not attributes: judge, jneed = str(BUNDLED_JUDGE), ()
     else:
         S['judge'] = Stage('judge', '01b_judge', needs=data, done_file='config.json',
                            params=dict(data_path='{data}', out_dir='{judge}', **p['judge']))
@@ -136,14 +145,15 @@ def pipeline_stages(preset: dict, synthetic: bool = True) -> dict:
     S['vae'] = Stage('vae', '02_vae', needs=data, done_file='vae/config.json',
                      params=dict(data_path='{data}', out_dir='{vae}', n_images=None, image_size=size, threads=threads,
                                  **p['vae']))
-    S['clip'] = Stage('clip', '03_clip_cond', needs=data, done_file='config.json',
+    clip_job = dict(notebook='03_clip_cond') if attributes else dict(call=STAGE_CALLS['clip'])
+    S['clip'] = Stage('clip', **clip_job, needs=data, done_file='config.json',
                       params=dict(data_path='{data}', out_dir='{clip}', **p['clip']))
     S['latents'] = Stage('latents', call='text2img_diffusion.latents:cache_latents', needs=('vae',),
                          done_file='meta.json',
                          params=dict(vae_path='{vae}/vae', data_path='{data}', out_dir='{latents}', size=size,
                                      threads=threads))
     S['cvae'] = Stage('cvae', '04_cvae', needs=('latents', 'clip') + jneed, done_file='cvae/config.json',
-                      params=dict(common, judge_path=judge, out_dir='{cvae}', **p['cvae']))
+                      params=dict(common, judge_path=judge if attributes else None, out_dir='{cvae}', **p['cvae']))
     S['unet'] = Stage('unet', '05_unet_diffusion', needs=('latents', 'clip'),
                       done_file='scheduler/scheduler_config.json',
                       params=dict(common, n_images=None, out_dir='{unet}', threads=threads, **p['unet']))
@@ -154,7 +164,8 @@ def pipeline_stages(preset: dict, synthetic: bool = True) -> dict:
     ref = str(BUNDLED_MODEL) if p.get('reference') == 'bundled' else p.get('reference')
     S['report'] = Stage('report', '08_eval', needs=('pipeline',) + jneed, done_file='report.json',
                         params=dict(data_path='{data}', judge_path=judge, pipeline_path='{pipeline}',
-                                    reference_path=ref, out_dir='{report}', n_images=300, **p['report']))
+                                    reference_path=ref, clip_path='{clip}', out_dir='{report}', n_images=300,
+                                    **p['report']))
     return S
 
 # %% ../nbs/10_train_pipeline.ipynb #3d4770ce
@@ -175,12 +186,12 @@ def parse_overrides(text) -> dict:
     return out
 
 # %% ../nbs/10_train_pipeline.ipynb #aac1d3c2
-def preset_settings(preset: str, data_path=None) -> dict:
-    "A copy of `PIPELINE_PRESETS[preset]`; refuses an unknown preset, or a real-CelebA one without `data_path`"
+def preset_settings(preset: str, data_path=None, smoke: bool = False) -> dict:
+    "A copy of `PIPELINE_PRESETS[preset]`; refuses an unknown preset, or a real-data one without `data_path` or `smoke`"
     if preset not in PIPELINE_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PIPELINE_PRESETS)}")
     p = json.loads(json.dumps(PIPELINE_PRESETS[preset]))
-    if data_path is None and not p['synthetic']:
+    if data_path is None and not p['synthetic'] and not smoke:
         raise ValueError(f"preset {preset!r} trains on real CelebA: pass data_path (a CelebA folder or zip)")
     return p
 
@@ -192,6 +203,30 @@ def apply_overrides(stages: dict, overrides) -> dict:
         if name not in stages: raise ValueError(f"override {key!r}: no stage {name!r} (stages: {', '.join(stages)})")
         stages[name].params[param] = val
     return stages
+
+# %% ../nbs/10_train_pipeline.ipynb #0f16f45e
+SMOKE_IMAGES, SMOKE_SPLIT = 12, (1/3, 1/3, 1/3)   # 4 train, 4 valid, 4 test: one small batch each, whatever the bs
+
+def smoke_settings(preset: dict, n_images: int = SMOKE_IMAGES) -> dict:
+    "`preset` for a smoke run: `n_images` synthetic faces, one epoch a stage, no UNet sample grid, a 2-step report"
+    p = json.loads(json.dumps(preset)) | dict(synthetic=n_images, synthetic_split=list(SMOKE_SPLIT), reference=None)
+    for k in ('vae', 'clip', 'cvae', 'unet'): p[k]['epochs'] = 1
+    p['clip']['n_images'], p['unet']['sample_every'] = None, 0   # the grid: 20 sampling steps, not training
+    if isinstance(p['judge'], dict): p['judge'] |= dict(epochs=1, n_images=None)
+    p['report'] = dict(report_prompts=2, report_steps=2)
+    return p
+
+# %% ../nbs/10_train_pipeline.ipynb #e0a1dd0f
+def as_calls(stages: dict) -> dict:
+    "`stages` with each notebook stage replaced by a call of its `STAGE_CALLS` function"
+    for s in stages.values():
+        if s.notebook is not None: s.notebook, s.call = None, STAGE_CALLS[s.name]
+    return stages
+
+def call_function(call: str):
+    "The function a call stage's `module:function` names"
+    m, f = call.split(':')
+    return getattr(importlib.import_module(m), f)
 
 # %% ../nbs/10_train_pipeline.ipynb #520c8c64
 def _check_redo(redo, stages: dict):
@@ -475,9 +510,35 @@ def run(self: PipelineRun, redo=(), show_progress: bool = True) -> dict:
         return self.run_stages([n for n in self.stages if n not in done], done, show_progress)
     finally: self.unlock()
 
+# %% ../nbs/10_train_pipeline.ipynb #c3c56fc4
+def _takes(fn, params: dict) -> dict:
+    "The entries of `params` that `fn` accepts"
+    sig = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in sig.values()): return params
+    return {k: v for k, v in params.items() if k in sig}
+
+@patch
+def run_here(self: PipelineRun) -> dict:
+    "Run every (call) stage in order in this process, each with the parameters its function takes; {stage: seconds}"
+    self.lock()
+    try:
+        self.write_plan(); times, t0 = {}, time.time()
+        for n, s in self.stages.items():
+            self.set_aside(s); self.paths[n].mkdir(parents=True)
+            fn, t = call_function(s.call), time.time()
+            _say(t0, f"{n} started ({s.job})")
+            try: fn(**_takes(fn, self.params(s)))
+            except Exception as e: raise PipelineError(f"stage {n!r} ({s.job}) failed: {type(e).__name__}: {e}") from e
+            why = self.why_failed(s, 0)
+            if why: raise PipelineError(f"stage {n!r} ({s.job}) failed: {why}")
+            times[n] = time.time() - t; self.write_record(s, times[n])
+            _say(t0, f"{n} done in {times[n]:.0f} s")
+    finally: self.unlock()
+    return times
+
 # %% ../nbs/10_train_pipeline.ipynb #a17a97f6
 def run_summary(run: PipelineRun, times: dict, wall: float) -> dict:
-    "What run.json holds: preset, folder, this call's wall time, each stage's seconds and share, the report's numbers"
+    "run.json: preset, folder, this call's wall time, stage seconds and shares, report, data, what was left out"
     secs = {n: json.loads(run.record_file(s).read_text())['seconds'] for n, s in run.stages.items()}
     total = sum(secs.values())
     summary = dict(preset=run.preset_name, out=str(run.out), wall_seconds_this_call=round(wall, 1), stage_seconds=secs,
@@ -485,6 +546,7 @@ def run_summary(run: PipelineRun, times: dict, wall: float) -> dict:
                    stage_share={n: round(v / total, 3) for n, v in secs.items()} if total else {})
     report = run.paths.get('report', Path('/nonexistent'))/'report.json'
     if report.exists(): summary['report'] = json.loads(report.read_text())
+    if getattr(run, 'data_info', None): summary |= dict(data=run.data_info, left_out=run.left_out)
     return summary
 
 # %% ../nbs/10_train_pipeline.ipynb #907948cd
@@ -495,18 +557,47 @@ def _print_summary(summary: dict, wall: float):
     ran = len(summary['run_now'])
     print(f"this call: {wall/60:.1f} min wall ({ran} stages run, {len(summary['stage_seconds']) - ran} skipped)")
 
+# %% ../nbs/10_train_pipeline.ipynb #d89287a9
+def describe_data(data_path) -> dict:
+    "`data_summary` of the data at `data_path`, with the warnings its loading gave (skipped files)"
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always'); info = data_summary(load_data(data_path))
+    return info | dict(warnings=[str(m.message) for m in w])
+
+def left_out(attributes: bool, smoke: bool = False) -> list:
+    "What a run leaves out, one line each: on data without attributes, what needs them; in a smoke run, the extras"
+    out = [] if attributes else [
+        "judge: the data has no attributes (the report's FD uses the bundled judge's features)",
+        "clip: the attribute losses and the attribute evaluation (train_clip is called, not the 03 notebook)",
+        "cvae: the prior's attribute report",
+        "report: attribute accuracy (FD with its floor and the text-image score instead)"]
+    if smoke: out += ["smoke: the notebooks' examples and tests, the CVAE prior's report and the UNet's sample grid"]
+    return out
+
 # %% ../nbs/10_train_pipeline.ipynb #975834cb
 def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jobs: int|None = None,
-                   threads: int|None = None, redo=(), notebooks=None, show_progress: bool = True) -> Path:
+                   threads: int|None = None, redo=(), notebooks=None, show_progress: bool = True,
+                   smoke: bool = False) -> Path:
     "Train every stage of `preset` into `out` (resuming a run already there); returns the saved pipeline's folder"
-    p = preset_settings(preset, data_path)
-    stages = apply_overrides(pipeline_stages(p, synthetic=data_path is None), overrides)
+    p = preset_settings(preset, data_path, smoke)
+    if smoke: p, data_path = smoke_settings(p), None
+    info = describe_data(data_path) if data_path is not None else None
+    attributes = info is None or info['attributes']
+    stages = apply_overrides(pipeline_stages(p, synthetic=data_path is None, attributes=attributes), overrides)
+    if smoke: stages = as_calls(stages)
     _check_redo(redo, stages)
-    run = PipelineRun(out, stages, data=data_path, preset_name=preset, jobs=jobs or p['jobs'],
-                      threads=threads if threads is not None else p.get('threads'), notebooks=notebooks)
+    run = PipelineRun(out, stages, data=data_path, preset_name=preset + (' (smoke)' if smoke else ''),
+                      jobs=jobs or p['jobs'], threads=threads if threads is not None else p.get('threads'),
+                      notebooks=notebooks)
+    run.data_info, run.left_out = info, left_out(attributes, smoke)
+    if info is not None:
+        print(f"data: {info['kind']} at {info['root']}, {info['n_images']} images {info['partitions']}, "
+              f"captions {info['captions']}, split {info['split']['source']}")
+        for w in info['warnings'] + run.left_out: print(f"  {w}")
     t0 = time.time()
-    times = run.run(redo=redo, show_progress=show_progress)
+    times = run.run_here() if smoke else run.run(redo=redo, show_progress=show_progress)
     wall = time.time() - t0
+    if run.data_info is None: run.data_info = describe_data(run.paths['data'])
     summary = run_summary(run, times, wall)
     _write_json(run.out/'run.json', summary, default=str)
     _print_summary(summary, wall)
@@ -527,16 +618,17 @@ def _sigterm_to_interrupt(signum, frame): raise KeyboardInterrupt
 def train_cli(
     preset: str = 'tiny',       # tiny | synthetic64-cpu | celeba64 | celeba128
     out: str = 'runs/demo',     # run folder: one subfolder per stage, record/ (executed notebooks, logs), run.json
-    data_path: str = None,      # CelebA folder or zip (synthetic presets draw their own when not given)
+    data_path: str = None,      # CelebA, MM-CelebA-HQ or a captioned image folder (synthetic presets draw their own)
     set: str = None,            # overrides, e.g. "unet.epochs=2 vae.lr=1e-3"
     jobs: int = None,           # stages run side by side (default: the preset's)
     threads: int = None,        # torch threads per stage (default: the preset's)
     redo: str = None,           # stages to run again even if done, e.g. "unet,report"
     notebooks: str = None,      # folder of the numbered notebooks (default: the checkout's nbs/)
+    smoke: bool = False,        # every stage of the preset for a step or two on a small synthetic set, on the CPU
 ):
     "Train the whole pipeline by running the notebooks as papermill jobs; run it again to resume"
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)   # `kill` stops the jobs cleanly, like Ctrl-C
-    try: train_pipeline(out, preset, data_path, set, jobs, threads, _stage_names(redo), notebooks)
+    try: train_pipeline(out, preset, data_path, set, jobs, threads, _stage_names(redo), notebooks, smoke=smoke)
     except (PipelineError, ValueError, FileNotFoundError) as e: sys.exit(f"t2i train: {e}")
     except KeyboardInterrupt:
         sys.exit(f"t2i train: interrupted; run the same command again to continue from the last finished stage")

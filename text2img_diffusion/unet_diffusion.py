@@ -258,7 +258,7 @@ def unet_inputs(out: Path, data_path=None, vae_path=None, text_encoder_path=None
             make_synthetic_celeba(data_path, n_images or 300, seed=seed, workers=1)
         barrier()
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore'); df = as_frame(load_celeba(data_path), n_images, seed)
+        warnings.simplefilter('ignore'); df = as_frame(data_path, n_images, seed)
     if vae_path is not None: vae = load_pretrained_vae(str(vae_path))
     else: torch.manual_seed(seed); vae = vae_from_preset('tiny' if preset == 'tiny' else p['vae'])
     vae = vae.to(device).eval().requires_grad_(False)
@@ -338,7 +338,7 @@ def load_unet(path, ema: bool = True, device=None) -> UNet2DConditionModel:
 
 # %% ../nbs/05_unet_diffusion.ipynb #518a1ba8
 def train_unet(out_dir: str|None = None,           # run folder: weights, checkpoints, grids, metrics (None: a temp dir)
-               data_path: str|None = None,         # CelebA folder/zip (None: draw a small synthetic set)
+               data_path: str|None = None,         # any `data.load_data` layout (None: a small synthetic set)
                vae_path: str|None = None,          # trained VAE folder (None: a random tiny VAE, plumbing only)
                text_encoder_path: str|None = None, # tokenizer + text encoder folder (None: random tiny CLIP text model)
                preset: str = 'tiny',               # tiny | celeba64 | celeba64-gpu | celeba128-gpu

@@ -119,7 +119,7 @@ class ToChannelsLast(Transform):
 
 # %% ../nbs/02_vae.ipynb #74f8a910
 def split_frame(df: pd.DataFrame, validation_ratio: float|None = None, seed: int = 0):
-    "(train, valid) rows of a `load_celeba` frame: the official partitions, or train+valid re-split by ratio"
+    "(train, valid) rows of a `load_data` table: its partitions, or train+valid re-split by ratio"
     if validation_ratio is None: return df[df.partition == 'train'], df[df.partition == 'valid']
     if not 0 < validation_ratio < 1:
         raise ValueError(f"validation_ratio must be between 0 and 1 (exclusive), got {validation_ratio}")
@@ -133,9 +133,8 @@ def vae_dls(path=None, size: int = 64, bs: int = 32, n: int|None = None, validat
             crop: str = 'center', flip: bool = True, cache: bool = True, num_workers: int = 0, seed: int = 0,
             channels_last: bool = False, crop_size: int|None = None, device=None,
             df: pd.DataFrame|None = None) -> DataLoaders:
-    "fastai `DataLoaders` of (images, images) in [-1,1] from CelebA at `path` (or `df`); `crop_size`: training crops"
-    df = load_celeba(path) if df is None else df
-    df = as_frame(df, n, seed)
+    "fastai `DataLoaders` of (images, images) in [-1,1] from the data at `path` (or `df`); `crop_size`: training crops"
+    df = as_frame(path if df is None else df, n, seed)
     tr, va = split_frame(df, validation_ratio, seed)
     if not len(tr) or not len(va): raise ValueError(f"need training and validation images; got {len(tr)} and {len(va)}")
     mk = lambda d: CelebAItems(d, size, crop, flip=False, captions=False)
@@ -271,7 +270,7 @@ def recon_images(learn, n: int = 8) -> torch.Tensor:
     return torch.cat([x, decode_latents(vae, encode_latents(vae, x)).cpu()])
 
 # %% ../nbs/02_vae.ipynb #0d1cc432
-def train_vae(data_path=None,                   # CelebA folder or zip; None: a synthetic set drawn in out_dir/synthetic
+def train_vae(data_path=None,                   # any `data.load_data` layout; None: a synthetic set in out_dir/synthetic
               n_images: int|None = None,        # seeded subset of real data (None: all); synthetic images (None: 100)
               out_dir=None,                     # run folder; None: a temp dir (with `resume`: the run folder resumed)
               preset: str = 'tiny',             # size preset: tiny, celeba64, celeba128, celeba256
