@@ -35,26 +35,36 @@ def test_cli_generates_offline(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ['0000000000.png', '0000000001.png', 'grid.png']
 
-# sha256 of the 8-bit pixels of the bundled model's images (generate()'s defaults; 4 seeds, 2 prompts; one CPU thread, as
-# kernels split their sums by thread count). Written before the re-layering, so moving code cannot change an image unseen.
-IMAGE_SHA256 = {
-    'a smiling woman with blond hair and eyeglasses': [
-        '1df73754b315644c54d875dc00b413178c343982856d4844528225dc7686fe55',
-        '6f900680722d934d8ceaf103295ba4f746cd33cfe934b2bf25c97137df7f4d3a',
-        'b64916d03a8183192cb52d638f551efda1e245024bfdd7cb420597a7cbae3ae2',
-        '28e9a6bdaf7070a991f05d373254fa82ed399ddd22bd7ebd46435cd205555de0'],
-    'a bald man with a mustache': [
-        'c86e8b8c6887fa7470ebb06609b049fd8327fcd8ad25809557fac986119dcc93',
-        'c2d5cc89a5c5d6312b5e860ee65de4777e969f54bc50ba414f21ee28377d3b6e',
-        'e80540c431c26163862721a22e18d55dadb216dce487f476c2c73f5c9763ef9e',
-        'b0893116f5cc288661c9c9e961f2d17462bd6eca8a2c19c3dfd9477abb560beb'],
-}
+# The bundled model's images (generate()'s defaults; 2 prompts x 4 seeds; one CPU thread), stored as one PNG strip per
+# prompt. Written before the re-layering, so moving code cannot change an image unseen. Not byte for byte: the same
+# code gives a few different 8-bit pixels on another CPU (AMD against Intel kernels: 2 of these 8 images differed by
+# rounding), while a change of sampler, schedule or weights moves the mean pixel by several levels. Rewrite the strips
+# (after a deliberate change, e.g. a retrained bundle) with: python tests/test_bundled_model.py --write
+REFERENCE = Path(__file__).parent/'data'/'bundled_images'
+PROMPTS = ['a smiling woman with blond hair and eyeglasses', 'a bald man with a mustache']
 
-def test_bundled_images_unchanged_byte_for_byte():
-    import hashlib, torch
+def bundled_images(prompt: str) -> np.ndarray:
+    "The bundled model's 4 images of `prompt` (seeds 0-3) side by side, uint8, on one CPU thread"
+    import torch
     pipe, threads = load_pipeline(None, 'cpu'), torch.get_num_threads()
     torch.set_num_threads(1)
-    try: got = {p: [hashlib.sha256(np.asarray(im).tobytes()).hexdigest() for im in
-                    generate(p, n=4, seed=[0, 1, 2, 3], model=pipe, progress=False)] for p in IMAGE_SHA256}
+    try: ims = generate(prompt, n=4, seed=[0, 1, 2, 3], model=pipe, progress=False)
     finally: torch.set_num_threads(threads)
-    assert got == IMAGE_SHA256, got
+    return np.concatenate([np.asarray(im) for im in ims], axis=1)
+
+def _strip(prompt: str) -> Path: return REFERENCE/(prompt.replace(' ', '_') + '.png')
+
+def test_bundled_images_unchanged():
+    from PIL import Image
+    for prompt in PROMPTS:
+        want = np.asarray(Image.open(_strip(prompt))).astype(int)
+        got = bundled_images(prompt).astype(int)
+        assert got.shape == want.shape, (prompt, got.shape)
+        d = np.abs(got - want)
+        assert d.mean() <= 0.5 and (d > 8).mean() <= 0.002, (prompt, d.mean(), (d > 8).mean())   # rounding, no more
+
+if __name__ == '__main__' and '--write' in sys.argv:
+    from PIL import Image
+    REFERENCE.mkdir(parents=True, exist_ok=True)
+    for prompt in PROMPTS: Image.fromarray(bundled_images(prompt)).save(_strip(prompt))
+    print('wrote', *sorted(p.name for p in REFERENCE.iterdir()))
