@@ -40,7 +40,7 @@ def test_cli_generates_offline(tmp_path):
 # code gives a few different 8-bit pixels on another CPU (AMD against Intel kernels: 2 of these 8 images differed by
 # rounding), while a change of sampler, schedule or weights moves the mean pixel by several levels. Rewrite the strips
 # (after a deliberate change, e.g. a retrained bundle) with: python tests/test_bundled_model.py --write
-REFERENCE = Path(__file__).parent/'data'/'bundled_images'
+REFERENCE = Path(__file__).parent/'reference'/'bundled_images'
 PROMPTS = ['a smiling woman with blond hair and eyeglasses', 'a bald man with a mustache']
 
 def bundled_images(prompt: str) -> np.ndarray:
