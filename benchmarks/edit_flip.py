@@ -10,11 +10,12 @@ with a seed other than the bundled model's training draw (seed 0), from its test
 - kept: the share of the other judged attributes (the judge's rendered ones, No_Beard aside for mustache edits) whose
   judged value is the same as on the original;
 
-each with a 95% bootstrap interval over faces. Writes edit_flip.csv, edit_flip.png (the sweep) and edit_grid.png
-(original | one edit per attribute, at the best strength) to --out.
+each with a 95% bootstrap interval over faces. Writes edit_flip.csv, edits.csv (each edit: prompt,
+whether it was scored and flipped), edit_flip.png (the sweep) and edit_grid.png (original | one edit per attribute, at
+the best strength) to --out.
 
 usage: python benchmarks/edit_flip.py [--n_faces 48] [--strengths 0.3,0.5,0.7,0.9] [--steps 20] [--seed 7]
-       [--guidance 3.0] [--out runs/edit_flip]"""
+       [--guidance 3.0] [--attrs Eyeglasses,Smiling,Wearing_Hat,Blond_Hair,Mustache] [--out runs/edit_flip]"""
 import argparse, json, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -54,7 +55,10 @@ if __name__ == '__main__':
     ap.add_argument('--steps', type=int, default=20); ap.add_argument('--seed', type=int, default=7)
     ap.add_argument('--guidance', type=float, default=3.0); ap.add_argument('--out', default='runs/edit_flip')
     ap.add_argument('--batch_size', type=int, default=64)
+    ap.add_argument('--attrs', default=','.join(EDITS), help='the attributes to edit, comma-separated')
     a = ap.parse_args()
+    edits = tuple(a.attrs.split(','))
+    if set(edits) - set(EDITS): ap.error(f"--attrs: choose from {', '.join(EDITS)}")
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     pipe, judge = load_pipeline(device='cpu'), load_judge()
     df = load_celeba(make_synthetic_celeba(Path(tempfile.mkdtemp())/'s', a.n_faces * 10, seed=a.seed, workers=1))
@@ -65,13 +69,13 @@ if __name__ == '__main__':
     orig = judge_predict(judge, faces).numpy() > 0.5
     jobs = []                                                     # (face index, attribute, wanted value, prompt)
     for i, (_, row) in enumerate(test.iterrows()):
-        for attr in EDITS:
+        for attr in edits:
             if attr == 'Mustache' and not row['Male']: continue
             want = 1 - int(row[attr])
             jobs.append((i, attr, want, edit_prompt(row, attr, want, pipe.max_prompt_tokens, pipe.tokenizer)))
     print(f"{len(test)} held-out faces (synthetic draw seed {a.seed}, test partition), {len(jobs)} edits per strength, "
           f"{a.steps} steps, guidance {a.guidance}; e.g. {jobs[0][3]!r}")
-    rows, grids = [], {}
+    rows, grids, per_edit = [], {}, []
     for s in [float(x) for x in a.strengths.split(',')]:
         t0 = time.perf_counter()
         edited = torch.stack(generate([j[3] for j in jobs], image=faces[[j[0] for j in jobs]], strength=s, steps=a.steps,
@@ -83,12 +87,15 @@ if __name__ == '__main__':
         flip_n, flip_d = np.zeros(len(test)), np.zeros(len(test))
         keep_n, keep_d = np.zeros(len(test)), np.zeros(len(test))
         per_attr = {}
-        for k, (i, attr, want, _) in enumerate(jobs):
+        for k, (i, attr, want, prompt) in enumerate(jobs):
             j = names.index(attr)
-            if orig[i, j] == (1 - want):                          # the judge reads the original as its label
+            scored = orig[i, j] == (1 - want)                     # the judge reads the original as its label
+            if scored:
                 ok = judged[k, j] == want
                 flip_n[i] += ok; flip_d[i] += 1
                 per_attr.setdefault(attr, []).append(ok)
+            per_edit.append(dict(strength=s, face=i, attr=attr, want=want, prompt=prompt, scored=bool(scored),
+                                 flipped=bool(scored and judged[k, j] == want)))
             others = [names.index(x) for x in rendered if x != attr and not (attr == 'Mustache' and x == 'No_Beard')]
             keep_n[i] += (judged[k, others] == orig[i, others]).sum(); keep_d[i] += len(others)
         fl, kp = flip_n.sum() / flip_d.sum(), keep_n.sum() / keep_d.sum()
@@ -106,7 +113,7 @@ if __name__ == '__main__':
     others = [names.index(x) for x in rendered]
     print(f"floor: the VAE's own reconstruction keeps {(recon[:, others] == orig[:, others]).mean():.3f} of judged "
           "attributes")
-    res.to_csv(out/'edit_flip.csv', index=False)
+    res.to_csv(out/'edit_flip.csv', index=False); pd.DataFrame(per_edit).to_csv(out/'edits.csv', index=False)
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, c in (('flipped', 'C0'), ('kept', 'C1')):
@@ -123,10 +130,10 @@ if __name__ == '__main__':
     cells = []
     for i in range(n_show):
         cells.append(faces[i])
-        for attr in EDITS:
+        for attr in edits:
             k = next((k for k, j in enumerate(jobs) if j[0] == i and j[1] == attr), None)
             cells.append(grids[best][k] if k is not None else torch.full_like(faces[i], -1.))
-    image_grid(torch.stack(cells).clamp(-1, 1), ncols=1 + len(EDITS), pad=2).save(out/'edit_grid.png')
+    image_grid(torch.stack(cells).clamp(-1, 1), ncols=1 + len(edits), pad=2).save(out/'edit_grid.png')
     (out/'edit_prompts.json').write_text(json.dumps([dict(face=i, attr=x, want=w, prompt=p) for i, x, w, p in jobs], indent=1))
     print(f"best strength {best}; wrote {out/'edit_flip.csv'}, {out/'edit_flip.png'}, {out/'edit_grid.png'} "
-          "(rows: faces; columns: original, then " + ', '.join(EDITS) + ')')
+          "(rows: faces; columns: original, then " + ', '.join(edits) + ')')

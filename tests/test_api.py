@@ -121,8 +121,8 @@ def test_encode_decode_round_trip(client, pipe):
         r = client.post('/encode', params={'format': fmt}, files={'file': ('face.png', png_bytes(rgb), 'image/png')})
         assert r.status_code == 200 and r.headers['x-latent-shape'] == '1,4,8,8', r.text
         z = read_latent(r.content)
-        from text2img_diffusion.api import image_tensor
-        with torch.no_grad(): ref = encode_latents(pipe.vae, image_tensor(rgb, 16)).numpy()
+        from text2img_diffusion.sampling import prepare_image
+        with torch.no_grad(): ref = encode_latents(pipe.vae, prepare_image(rgb, 16)).numpy()
         np.testing.assert_allclose(z, ref, atol=1e-5)
         r = client.post('/decode', files={'file': (f'z.{fmt}', r.content, 'application/octet-stream')})
         assert r.status_code == 200 and r.headers['content-type'] == 'image/png' and png(r.content).shape == (16, 16, 3)

@@ -278,10 +278,12 @@ def test_folder_without_captions_is_a_clear_error(tmp_path, synth):
 RUNNER = "import sys; from text2img_diffusion.cli import main; sys.exit(main(sys.argv[1:]))"
 
 def test_mixed_folder_trains_end_to_end_and_generates(tmp_path, synth):
-    "`t2i train --preset tiny --data_path FOLDER`: every stage on a captioned folder without attributes, then generate"
+    """`t2i train --preset tiny --smoke --data_path FOLDER`: every stage's function (the one its notebook comes down
+    to, in this process: the papermill path is test_train_pipeline's) on a captioned folder without attributes, then
+    generate"""
     root = mixed_folder(tmp_path/'mixed', synth, n=40)
     env = {**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'HF_HUB_OFFLINE': '1', 'MPLBACKEND': 'Agg'}
-    r = subprocess.run([sys.executable, '-c', RUNNER, 'train', '--preset', 'tiny', '--data_path', str(root),
+    r = subprocess.run([sys.executable, '-c', RUNNER, 'train', '--preset', 'tiny', '--smoke', '--data_path', str(root),
                         '--out', str(tmp_path/'run')], capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     run = json.loads((tmp_path/'run'/'run.json').read_text())

@@ -23,10 +23,16 @@ train_unet(out, data_path=data, preset='tiny', n_images=60, epochs=4, bs=8, seed
            cbs=[KillMidEpoch()] if mode == 'kill' else None, resume=out if mode == 'resume' else None)
 '''
 
-def _run(script, out, data, mode):
+def _start(script, out, data, mode):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': '', 'HF_HUB_OFFLINE': '1'}
-    return subprocess.run([sys.executable, str(script), str(out), str(data), mode], capture_output=True, text=True,
-                          timeout=600, env=env)
+    return subprocess.Popen([sys.executable, str(script), str(out), str(data), mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+def _finish(proc) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+def _run(script, out, data, mode): return _finish(_start(script, out, data, mode))
 
 def _weights(run, sub):
     return load_file(str(Path(run)/sub/'diffusion_pytorch_model.safetensors'))
@@ -34,9 +40,10 @@ def _weights(run, sub):
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, synth):
     data, _ = synth
     script = tmp_path/'train.py'; script.write_text(SCRIPT)
-    full = _run(script, tmp_path/'full', data, 'full')
+    # the uninterrupted run and the one to kill are independent, one thread each: side by side on two cores
+    procs = [_start(script, tmp_path/'full', data, 'full'), _start(script, tmp_path/'cut', data, 'kill')]
+    full, killed = map(_finish, procs)
     assert full.returncode == 0, full.stderr[-3000:]
-    killed = _run(script, tmp_path/'cut', data, 'kill')
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
     latest = json.loads((tmp_path/'cut'/'checkpoints'/'latest.json').read_text())
     assert latest['epoch'] == 2, latest                       # killed during epoch 3: last checkpoint is epoch 2

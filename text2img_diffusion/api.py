@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['INVARIANCE', 'SchedulerName', 'SEED_MAX', 'IMAGE_FORMATS', 'NPY_MAGIC', 'MAX_LATENT_ABS', 'FIX', 'PAGE_PROMPT',
            'PAGE_EDIT_PROMPT', 'ANY_ENDPOINT', 'SECURITY_HEADERS', 'API_CSP', 'DOCS_ASSETS', 'app', 'Settings',
-           'request_model', 'edit_model', 'UploadError', 'png_bytes', 'read_image', 'square_image', 'image_tensor',
-           'latent_bytes', 'read_latent', 'BadOutput', 'QueueFull', 'ClientGone', 'Cancelled', 'BatchWorker', 'warm_up',
-           'client_gone', 'web_page', 'BodyLimit', 'SecurityHeaders', 'html_csp', 'TrustedHosts', 'model_info',
-           'start_inference', 'lifespan', 'ready_pipe', 'in_thread', 'queued_images', 'check_prompts',
-           'on_invalid_request', 'on_upload_error', 'on_client_gone', 'page_router', 'status_router', 'generate_router',
-           'latent_router', 'edit_router', 'docs_router', 'create_app', 'GuardedH11Protocol', 'uvicorn_config', 'serve']
+           'request_model', 'edit_model', 'UploadError', 'png_bytes', 'read_image', 'latent_bytes', 'read_latent',
+           'BadOutput', 'QueueFull', 'ClientGone', 'Cancelled', 'BatchWorker', 'warm_up', 'client_gone', 'web_page',
+           'BodyLimit', 'SecurityHeaders', 'html_csp', 'TrustedHosts', 'model_info', 'start_inference', 'lifespan',
+           'ready_pipe', 'in_thread', 'queued_images', 'check_prompts', 'on_invalid_request', 'on_upload_error',
+           'on_client_gone', 'page_router', 'status_router', 'generate_router', 'latent_router', 'edit_router',
+           'docs_router', 'create_app', 'GuardedH11Protocol', 'uvicorn_config', 'serve']
 
 # %% ../nbs/07_api.ipynb #ef2017e6
 import asyncio, base64, collections, concurrent.futures, contextlib, copy, functools, hashlib, inspect, io, json, math
@@ -35,7 +35,8 @@ import fastapi_offline, safetensors.numpy
 
 import text2img_diffusion
 from .sampling import (SCHEDULERS, DEFAULT_STRENGTH, DEFAULT_EDIT_STRENGTH, BadImages,
-                                         Text2FacePipeline, finite_pixels, load_pipeline, seeded_generators)
+                                         Text2FacePipeline, finite_pixels, load_pipeline, prepare_image,
+                                         seeded_generators, square_image)
 from .vae import encode_latents, decode_latents, downsample_factor
 
 # %% ../nbs/07_api.ipynb #9d6f4dd2
@@ -180,17 +181,6 @@ def read_image(data: bytes, max_side: int = 1024, what: str = 'the upload') -> I
     except Exception as e:
         raise UploadError(422, f"the image could not be decoded, it is truncated or corrupt: {e}") from None
     return im.convert('RGB')
-
-# %% ../nbs/07_api.ipynb #0873088c
-def square_image(im: Image.Image, size: int) -> Image.Image:
-    "`im` centre-cropped to a square and resized to `size` × `size`"
-    w, h = im.size; m = min(w, h)
-    left, top = (w - m) // 2, (h - m) // 2
-    return im.crop((left, top, left + m, top + m)).resize((size, size), Image.BICUBIC)
-
-def image_tensor(im: Image.Image, size: int) -> torch.Tensor:
-    "A [1,3,size,size] tensor in [-1,1]: `im` centre-cropped to a square and resized"
-    return torch.from_numpy(np.asarray(square_image(im, size), dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
 
 # %% ../nbs/07_api.ipynb #5e2d1c3b
 def latent_bytes(z: np.ndarray, fmt: str = 'npy') -> bytes:
@@ -1046,7 +1036,7 @@ def latent_router(s: Settings) -> APIRouter:
         pipe = ready_pipe(request)
         im = read_image(await file.read(), s.max_image_side)
         z = await in_thread(request, 'encode', _encode, pipe.vae,
-                            image_tensor(im, request.app.state.info['image_size']))
+                            prepare_image(im, request.app.state.info['image_size']))
         return Response(latent_bytes(z, fmt), media_type='application/octet-stream',
                         headers={'Content-Disposition': f'attachment; filename="latent.{fmt}"',
                                  'X-Latent-Shape': ','.join(map(str, z.shape))})

@@ -32,10 +32,10 @@ from .unet_diffusion import load_unet
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'DEFAULT_EDIT_STRENGTH',
-           'DEFAULT_SCHEDULER', 'make_scheduler', 'per_image_layers', 'to_output', 'prepare_image', 'prepare_mask',
-           'mask_latents', 'Text2FacePipeline', 'sampling_pipeline', 'tiny_pipeline', 'seeded_generators',
-           'assemble_pipeline', 'save_bundle', 'bundle_cli', 'quiet_libraries', 'load_pipeline', 'BadImages',
-           'finite_pixels', 'generate', 'generate_cli', 'open_photo', 'edit_cli']
+           'DEFAULT_SCHEDULER', 'make_scheduler', 'per_image_layers', 'to_output', 'square_image', 'prepare_image',
+           'prepare_mask', 'mask_latents', 'Text2FacePipeline', 'sampling_pipeline', 'tiny_pipeline',
+           'seeded_generators', 'assemble_pipeline', 'save_bundle', 'bundle_cli', 'quiet_libraries', 'load_pipeline',
+           'BadImages', 'finite_pixels', 'generate', 'generate_cli', 'open_photo', 'edit_cli']
 
 # %% ../nbs/06_sampling.ipynb #38f1d380
 _no_clip = dict(clip_sample=False)     # latents have unit std: clipping x₀ to [-1, 1] would destroy them
@@ -105,8 +105,8 @@ def to_output(x: torch.Tensor, output_type: str = 'pil'):
     return [Image.fromarray((a * 255).round().clip(0, 255).astype(np.uint8)) for a in arr]
 
 # %% ../nbs/06_sampling.ipynb #b1e0a002
-def _resized_square(im: Image.Image, size: int) -> Image.Image:
-    "`im` center-cropped to a square and resized to `size` (bicubic), as the training faces were (00_data)"
+def square_image(im: Image.Image, size: int) -> Image.Image:
+    "`im` center-cropped to a square and resized to `size` × `size` (bicubic), as the training faces were (00_data)"
     return im.resize((size, size), Image.BICUBIC, box=crop_box(*im.size, 'center'), reducing_gap=None)
 
 def _as_list(images, what: str) -> list:
@@ -121,7 +121,7 @@ def prepare_image(image, size: int) -> torch.Tensor:
     """Photos as a float [N,3,size,size] batch in [-1,1]: PIL images (any mode, converted to RGB) or a [N,3,H,W] /
     [3,H,W] tensor in [-1,1]; center-cropped to a square and resized to `size`"""
     if not torch.is_tensor(image):
-        ims = [_resized_square(to_rgb(im), size) for im in _as_list(image, 'image')]
+        ims = [square_image(to_rgb(im), size) for im in _as_list(image, 'image')]
         return torch.stack([torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in ims]).float() / 127.5 - 1
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
@@ -150,7 +150,7 @@ def prepare_mask(mask_image, size: int) -> torch.Tensor:
         m = F.interpolate(m[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s], size=(size, size),
                           mode='area')
     else:
-        ims = [_resized_square(to_rgb(im).convert('L'), size) for im in _as_list(mask_image, 'mask_image')]
+        ims = [square_image(to_rgb(im).convert('L'), size) for im in _as_list(mask_image, 'mask_image')]
         m = torch.stack([torch.from_numpy(np.asarray(im).copy())[None] for im in ims]).float() / 255
     return (m >= 0.5).float().cpu()
 
@@ -711,6 +711,6 @@ def edit_cli(photo: str,                              # the face photo to edit (
     imgs = generate(prompt, n=n, steps=steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt, seed=seed,
                     scheduler=scheduler, strength=strength, image=im, mask_image=m, model=model, device=device,
                     batch_invariant=False if fast_batches else None, verbose=verbose)
-    d = _write_images(imgs, range(seed, seed + n), out, first=_resized_square(to_rgb(im), imgs[0].size[0]))
+    d = _write_images(imgs, range(seed, seed + n), out, first=square_image(to_rgb(im), imgs[0].size[0]))
     print(f"wrote {len(imgs)} edits and grid.png (the photo, then the edits) to {d} (seeds {seed}..{seed + n - 1})")
     return imgs

@@ -15,10 +15,10 @@ from .core import BUNDLED_JUDGE, BUNDLED_MODEL, NOTEBOOK_RUN_ENV, atomic_write
 from .data import data_summary, load_data
 
 # %% auto #0
-__all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'STAGE_CALLS', 'SMOKE_IMAGES', 'SMOKE_SPLIT', 'notebooks_dir',
-           'cell_flags', 'job_notebook', 'Stage', 'expand', 'pipeline_stages', 'PipelineError', 'parse_overrides',
-           'preset_settings', 'apply_overrides', 'smoke_settings', 'as_calls', 'call_function', 'PipelineRun',
-           'run_summary', 'describe_data', 'left_out', 'train_pipeline', 'train_cli']
+__all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'STAGE_CALLS', 'SMOKE_IMAGES', 'SMOKE_SPLIT', 'SMOKE_DATA_IMAGES',
+           'notebooks_dir', 'cell_flags', 'job_notebook', 'Stage', 'expand', 'pipeline_stages', 'PipelineError',
+           'parse_overrides', 'preset_settings', 'apply_overrides', 'smoke_settings', 'smoke_subset', 'as_calls',
+           'call_function', 'PipelineRun', 'run_summary', 'describe_data', 'left_out', 'train_pipeline', 'train_cli']
 
 # %% ../nbs/10_train_pipeline.ipynb #973fabdc
 NOTEBOOKS_ENV = 'T2I_NOTEBOOKS'
@@ -215,6 +215,17 @@ def smoke_settings(preset: dict, n_images: int = SMOKE_IMAGES) -> dict:
     if isinstance(p['judge'], dict): p['judge'] |= dict(epochs=1, n_images=None)
     p['report'] = dict(report_prompts=2, report_steps=2)
     return p
+
+# %% ../nbs/10_train_pipeline.ipynb #5e0a7c11
+SMOKE_DATA_IMAGES = 64
+
+def smoke_subset(stages: dict, n_images: int = SMOKE_DATA_IMAGES) -> dict:
+    "`stages` of a smoke run on the user's data: each stage that reads the data reads one seeded subset of `n_images`"
+    seed = stages['unet'].params.setdefault('seed', 0)        # the latent cache and the UNet must pick the same images
+    for name in ('judge', 'vae', 'clip', 'latents', 'unet', 'report'):
+        if name in stages: stages[name].params['n_images'] = n_images
+    stages['latents'].params['seed'] = seed
+    return stages
 
 # %% ../nbs/10_train_pipeline.ipynb #e0a1dd0f
 def as_calls(stages: dict) -> dict:
@@ -580,11 +591,11 @@ def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jo
                    smoke: bool = False) -> Path:
     "Train every stage of `preset` into `out` (resuming a run already there); returns the saved pipeline's folder"
     p = preset_settings(preset, data_path, smoke)
-    if smoke: p, data_path = smoke_settings(p), None
+    if smoke: p = smoke_settings(p)
     info = describe_data(data_path) if data_path is not None else None
     attributes = info is None or info['attributes']
     stages = apply_overrides(pipeline_stages(p, synthetic=data_path is None, attributes=attributes), overrides)
-    if smoke: stages = as_calls(stages)
+    if smoke: stages = as_calls(smoke_subset(stages) if data_path is not None else stages)
     _check_redo(redo, stages)
     run = PipelineRun(out, stages, data=data_path, preset_name=preset + (' (smoke)' if smoke else ''),
                       jobs=jobs or p['jobs'], threads=threads if threads is not None else p.get('threads'),
@@ -624,7 +635,7 @@ def train_cli(
     threads: int = None,        # torch threads per stage (default: the preset's)
     redo: str = None,           # stages to run again even if done, e.g. "unet,report"
     notebooks: str = None,      # folder of the numbered notebooks (default: the checkout's nbs/)
-    smoke: bool = False,        # every stage of the preset for a step or two on a small synthetic set, on the CPU
+    smoke: bool = False,        # each stage for a step or two on the CPU: 12 synthetic faces, or 64 of data_path
 ):
     "Train the whole pipeline by running the notebooks as papermill jobs; run it again to resume"
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)   # `kill` stops the jobs cleanly, like Ctrl-C
