@@ -5,14 +5,14 @@
 # %% ../nbs/03_clip_cond.ipynb #95c53b11
 from __future__ import annotations
 import json, math, os, random, shutil, socket, tempfile, time, warnings
-import hashlib, importlib.util, zipfile
+import hashlib, importlib.util, zipfile, zlib
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 import matplotlib.pyplot as plt, numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
-from fastcore.basics import store_attr
+from fastcore.basics import patch, store_attr
 from fastcore.meta import delegates
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
@@ -38,6 +38,7 @@ from .core import atomic_dir, atomic_write, preset_config
 from .data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, as_frame, captions_for, celeba_dls, load_celeba,
     make_synthetic_celeba, has_attributes, load_data)
 from .judge import CLIP_MEAN, CLIP_STD, load_faces
+from .latents import read_cache_meta
 
 # %% auto #0
 __all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', 'LM_CACHE_ENV', 'PARAPHRASES',
@@ -46,11 +47,14 @@ __all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', '
            'ClipNotAvailable', 'is_lm_encoder_folder', 'load_clip', 'load_text_encoder', 'file_sha256',
            'text_model_cache', 'LanguageModelNotAvailable', 'LanguageModelChanged', 'check_sha256',
            'packaged_model_zip', 'extract_packaged_model', 'resolve_language_model', 'load_language_model',
-           'LMTextEncoder', 'make_lm_encoder', 'clip_pixels', 'ClipContrastive', 'clip_loss', 'ClipAttrLoss',
-           'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip', 'text_features',
-           'image_features', 'clip_score', 'load_images', 'retrieval_recall', 'linear_probe', 'template_caption',
-           'paraphrase_recall', 'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip', 'pca_2d',
-           'plot_embedding_space', 'train_clip', 'train_clip_cli']
+           'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool', 'frame_caption_pool', 'latent_caption_pool',
+           'tokenizer_fingerprint', 'text_state_key', 'TextStatesStale', 'read_text_state_meta', 'TextStateCache',
+           'build_text_state_cache', 'caption_pool_settings', 'attach_text_states', 'build_run_text_states',
+           'clip_pixels', 'ClipContrastive', 'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs',
+           'ClampTemperature', 'clip_learner', 'make_lit_clip', 'text_features', 'image_features', 'clip_score',
+           'load_images', 'retrieval_recall', 'linear_probe', 'template_caption', 'paraphrase_recall',
+           'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip', 'pca_2d', 'plot_embedding_space',
+           'train_clip', 'train_clip_cli']
 
 # %% ../nbs/03_clip_cond.ipynb #6e7f5b10
 BOS, EOS, PAD, UNK = '<|startoftext|>', '<|endoftext|>', '<pad>', '<unk>'
@@ -413,7 +417,9 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, lm_source: str = 'minilm', lm_sha256: str|None = None, lm_dim: int = 384,
                  hidden_size: int = 128, max_position_embeddings: int = 48, adapter_layers: int = 1,
-                 num_attention_heads: int = 4):
+                 num_attention_heads: int = 4, caption_pool: int = 0, caption_seed: int = 0):
+        # caption_pool, caption_seed: the fixed caption pool the adapter was trained on (0: fresh captions), a record
+        # that 04 and 05 read to draw the same pool (so one text-state cache serves all three stages)
         super().__init__()
         self.norm_in, self.proj = nn.LayerNorm(lm_dim), nn.Linear(lm_dim, hidden_size)
         self.layers = nn.ModuleList([nn.TransformerEncoderLayer(hidden_size, num_attention_heads, 2 * hidden_size,
@@ -421,6 +427,8 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         self.norm_out = nn.LayerNorm(hidden_size)
         object.__setattr__(self, '_lm', None)       # not a submodule: never in the state dict, never trained
         object.__setattr__(self, 'state_cache', None)   # {token ids: LM states} when `cache_states` is on
+        object.__setattr__(self, 'state_file', None)    # an on-disk `TextStateCache` (`use_state_cache`), or None
+        object.__setattr__(self, 'state_counts', None)  # captions served from disk / memory / computed
 
     @property
     def language_model(self) -> nn.Module:
@@ -445,8 +453,11 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         return self
 
     def cache_states(self, on: bool = True):
-        "Keep the language model's states of every caption seen (CPU, float16), keyed by its token ids"
-        object.__setattr__(self, 'state_cache', {} if on else None); return self
+        "Keep the language model's states of every caption seen (CPU, float16), keyed by its token ids (off: none)"
+        object.__setattr__(self, 'state_cache', {} if on else None)
+        object.__setattr__(self, 'state_counts', dict(disk=0, memory=0, computed=0) if on else None)
+        if not on: object.__setattr__(self, 'state_file', None)
+        return self
 
     def _run_lm(self, input_ids, attention_mask) -> torch.Tensor:
         n = int(attention_mask.any(0).nonzero().max()) + 1 if attention_mask.any() else 1   # past the last real token
@@ -459,12 +470,16 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         if self.state_cache is None: return self._run_lm(input_ids, attention_mask)
         ids, lens = input_ids.cpu(), attention_mask.sum(1).tolist()
         keys = [ids[i, :k].numpy().tobytes() for i, k in enumerate(lens)]
-        miss = [i for i, k in enumerate(keys) if k not in self.state_cache]
-        if miss:
+        rows = [None] * len(keys) if self.state_file is None else [self.state_file.get(k) for k in keys]
+        miss = [i for i, k in enumerate(keys) if rows[i] is None and k not in self.state_cache]
+        if miss:   # not on disk, not seen before: run the language model once, keep the states in memory
             h = self._run_lm(input_ids[miss], attention_mask[miss]).half().cpu()
             for j, i in enumerate(miss): self.state_cache[keys[i]] = h[j, :lens[i]].clone()
         out = torch.zeros(*input_ids.shape, self.config.lm_dim)
-        for i, k in enumerate(keys): out[i, :lens[i]] = self.state_cache[k].float()
+        for i, k in enumerate(keys): out[i, :lens[i]] = rows[i] if rows[i] is not None else self.state_cache[k].float()
+        n_disk = sum(r is not None for r in rows)
+        self.state_counts.update(disk=self.state_counts['disk'] + n_disk, computed=self.state_counts['computed'] + len(miss),
+                                 memory=self.state_counts['memory'] + len(keys) - n_disk - len(miss))
         return out.to(attention_mask.device)
 
     def forward(self, input_ids, attention_mask=None, return_dict: bool = True, **_):
@@ -497,6 +512,174 @@ def make_lm_encoder(text_model: str = 'minilm', hidden_size: int = 128, max_leng
     enc = LMTextEncoder(text_model, sha, lm.config.hidden_size, hidden_size, max_length, adapter_layers, heads)
     object.__setattr__(enc, '_lm', lm)
     return tok, enc.to(device or 'cpu')
+
+# %% ../nbs/03_clip_cond.ipynb #06fb2f56
+def _image_seed(seed: int, image_id) -> int:
+    "A caption seed for one image from the pool seed and the image's id (stable across processes and tables)"
+    return seed * 1_000_003 + zlib.crc32(str(image_id).encode())
+
+def draw_caption_pool(image_ids, attrs, k: int, seed: int = 0, rendered=None, own=None) -> list:
+    """K captions per image, drawn once with `captions_for` seeded by `seed` and the image's id (attrs None: data
+    without attributes, only its `own` captions); each image's `own` captions (lists or None) are added to its pool"""
+    if k < 1: raise ValueError(f"a caption pool needs k >= 1 captions per image, got {k}")
+    ids = [str(i) for i in image_ids]
+    pool = ([[] for _ in ids] if attrs is None else
+            [captions_for(a, n=k, seed=_image_seed(seed, i), rendered=rendered) for i, a in zip(ids, attrs)])
+    if own is not None: pool = [p + (o if isinstance(o, list) else []) for p, o in zip(pool, own)]
+    return pool
+
+# %% ../nbs/03_clip_cond.ipynb #0c90f480
+def frame_caption_pool(df: pd.DataFrame, k: int, seed: int = 0) -> list:
+    "`draw_caption_pool` for the rows of a `load_data` table (its own captions added), in row order"
+    rendered = df.attrs.get('celeba', {}).get('rendered')
+    attrs = df[list(CELEBA_ATTRS)].to_numpy() if has_attributes(df) else None
+    return draw_caption_pool(df.index, attrs, k, seed, rendered, df['captions'] if 'captions' in df.columns else None)
+
+def latent_caption_pool(cache_dir, k: int, seed: int = 0) -> list:
+    "`draw_caption_pool` for every row of a latent cache (02b), in its row order: what 04 and 05 train on"
+    meta = read_cache_meta(cache_dir)
+    if meta is None: raise FileNotFoundError(f"no finished latent cache in {cache_dir} (expected meta.json)")
+    idx = pd.read_csv(Path(cache_dir)/'index.csv', dtype={'image_id': str})
+    own = Path(cache_dir)/'captions.json'
+    own = json.loads(own.read_text()) if own.exists() else None
+    attrs = idx[list(CELEBA_ATTRS)].to_numpy() if meta.get('attributes', True) else None
+    return draw_caption_pool(idx['image_id'], attrs, k, seed, meta.get('rendered'), own)
+
+# %% ../nbs/03_clip_cond.ipynb #a4d92362
+def tokenizer_fingerprint(tokenizer) -> str:
+    "A hash of everything that decides a tokenizer's ids (a fast tokenizer's full serialisation, else its vocabulary)"
+    backend = getattr(tokenizer, 'backend_tokenizer', None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{text}".encode()).hexdigest()[:16]
+
+def text_state_key(encoder: LMTextEncoder, tokenizer) -> dict:
+    "What a text-state cache is keyed by, besides its captions: the language model, the tokenizer, the max length"
+    if not isinstance(encoder, LMTextEncoder):
+        raise TypeError(f"a text-state cache holds a pretrained language model's states; got {type(encoder).__name__}")
+    return dict(lm_sha256=encoder.config.lm_sha256, lm_dim=encoder.config.lm_dim,
+                tokenizer=tokenizer_fingerprint(tokenizer), max_length=encoder_max_length(tokenizer, encoder),
+                dtype='float16')
+
+# %% ../nbs/03_clip_cond.ipynb #f7612687
+class TextStatesStale(ValueError): "A text-state cache made for another language model, tokenizer or max length"
+
+def read_text_state_meta(path) -> dict|None:
+    "The text-state cache's meta.json, or None when `path` holds no finished cache"
+    p = Path(path)
+    return json.loads((p/'meta.json').read_text()) if (p/'meta.json').is_file() and (p/'states.npy').is_file() else None
+
+class TextStateCache:
+    "The float16 states of a text-state cache (`build_text_state_cache`), memory-mapped, looked up by token ids"
+    def __init__(self, path):
+        self.path, self.meta = Path(path), read_text_state_meta(path)
+        if self.meta is None:
+            raise FileNotFoundError(f"no finished text-state cache in {self.path} (expected states.npy and "
+                                    "meta.json; build it with build_text_state_cache)")
+        ids, off = np.load(self.path/'token_ids.npy'), np.load(self.path/'offsets.npy')
+        self.rows = {ids[a:b].astype(np.int64).tobytes(): (a, b) for a, b in zip(off[:-1], off[1:])}
+        self.states = np.load(self.path/'states.npy', mmap_mode='r')
+    def __len__(self): return len(self.rows)
+    def __contains__(self, key: bytes): return key in self.rows
+    def get(self, key: bytes) -> torch.Tensor|None:
+        "The states [n_tokens, lm_dim] (float32) of the token ids whose int64 bytes are `key`; None: not cached"
+        r = self.rows.get(key)
+        return None if r is None else torch.from_numpy(np.asarray(self.states[r[0]:r[1]], dtype=np.float32))
+    def check(self, encoder, tokenizer):
+        "Refuse the cache if it was made for another language model, tokenizer or max length than these"
+        key, was = text_state_key(encoder, tokenizer), self.meta['key']
+        diff = [k for k in key if was.get(k) != key[k]]
+        if diff:
+            raise TextStatesStale(f"the text-state cache {self.path} was made with a different {', '.join(diff)} "
+                                  "(rebuild it with build_text_state_cache, or delete it)")
+        return self
+    def __repr__(self): return f"TextStateCache({self.path}, {len(self)} captions, {len(self.states)} tokens)"
+
+# %% ../nbs/03_clip_cond.ipynb #427f3f70
+@torch.no_grad()
+def build_text_state_cache(encoder: LMTextEncoder, tokenizer, captions, out_dir, bs: int = 128,
+                           force: bool = False) -> Path:
+    """The language model's float16 states of every distinct caption in `captions` (and the empty prompt), ragged, in
+    a memory-mapped cache at `out_dir`; kept if it already holds them all for this model, tokenizer and length"""
+    out, key = Path(out_dir), text_state_key(encoder, tokenizer)
+    caps = sorted(set(_as_prompts(list(captions))) | {''})
+    enc = tokenize_prompts(caps, tokenizer, key['max_length'], warn=False)
+    lens = enc['attention_mask'].sum(1)
+    seqs = {enc['input_ids'][i, :n].numpy().tobytes(): i for i, n in enumerate(lens.tolist())}   # distinct ids
+    meta = read_text_state_meta(out)
+    if meta is not None and not force:
+        diff = [k for k in key if meta['key'].get(k) != key[k]]
+        if not diff:
+            held = TextStateCache(out).rows
+            missing = sum(s not in held for s in seqs)
+            if not missing: return out
+            diff = [f"caption set ({missing} of the {len(seqs)} captions asked for are not in it)"]
+        warnings.warn(f"text-state cache {out} is stale (it was made with a different {', '.join(diff)}); rebuilding it")
+    rows = sorted(seqs.values(), key=lambda i: (int(lens[i]), i))     # by length: batches run over few pads
+    off = np.concatenate([[0], np.cumsum(lens[rows].numpy())]).astype(np.int64)
+    was_training, t0 = encoder.training, time.time()
+    encoder.eval()
+    def write(d):
+        states = np.lib.format.open_memmap(Path(d)/'states.npy', mode='w+', dtype=np.float16,
+                                           shape=(int(off[-1]), key['lm_dim']))
+        ids = np.empty(int(off[-1]), dtype=np.int32)
+        for s in progress_bar(range(0, len(rows), bs), leave=False):
+            b = rows[s:s+bs]
+            h = encoder._run_lm(enc['input_ids'][b].to(encoder.device), enc['attention_mask'][b].to(encoder.device))
+            h = h.half().cpu().numpy()
+            for j, i in enumerate(b):
+                a, e = off[s + j], off[s + j + 1]
+                states[a:e], ids[a:e] = h[j, :e - a], enc['input_ids'][i, :e - a].numpy()
+        states.flush(); del states
+        np.save(Path(d)/'token_ids.npy', ids); np.save(Path(d)/'offsets.npy', off)
+        meta = dict(key=key, n_captions=len(rows), n_tokens=int(off[-1]), lm_source=encoder.config.lm_source,
+                    seconds=round(time.time() - t0, 1), created=time.time())
+        (Path(d)/'meta.json').write_text(json.dumps(meta, indent=1))
+    atomic_dir(out, write)
+    encoder.train(was_training)
+    return out
+
+# %% ../nbs/03_clip_cond.ipynb #7a0797cd
+@patch
+def use_state_cache(self: LMTextEncoder, path, tokenizer):
+    """Read the language model's states from the text-state cache at `path` (refused if made for another model,
+    tokenizer or length); a caption not in it is run through the model once and kept in memory. Off: `cache_states(False)`"""
+    cache = TextStateCache(path).check(self, tokenizer)
+    self.cache_states()
+    object.__setattr__(self, 'state_file', cache)
+    return self
+
+# %% ../nbs/03_clip_cond.ipynb #6555330b
+def caption_pool_settings(text_encoder, caption_pool: int|None = None, caption_seed: int|None = None) -> tuple:
+    """(captions per image, pool seed) a stage trains with: as given, else the pool a pretrained-LM encoder's adapter
+    was trained on (its config), else (0, 0): a fresh caption each time an image is read"""
+    lm = isinstance(text_encoder, LMTextEncoder)
+    k = caption_pool if caption_pool is not None else text_encoder.config.caption_pool if lm else 0
+    s = caption_seed if caption_seed is not None else text_encoder.config.caption_seed if lm else 0
+    return int(k), int(s)
+
+def attach_text_states(conditioner, captions, text_states=None):
+    """Serve a pretrained-LM conditioner's states for `captions` from the text-state cache at `text_states` (built
+    if missing or stale), or (None) from memory, each computed once; nothing for another text encoder"""
+    enc = conditioner.text_encoder
+    if not isinstance(enc, LMTextEncoder): return None
+    if text_states is None: return enc.cache_states()
+    build_text_state_cache(enc, conditioner.tokenizer, captions, text_states)
+    return enc.use_state_cache(text_states, conditioner.tokenizer)
+
+# %% ../nbs/03_clip_cond.ipynb #c08e24b9
+def build_run_text_states(out_dir, data_path, text_model: str = 'minilm', preset: str = 'small', caption_pool: int = 4,
+                          caption_seed: int = 0, bs: int = 128, threads: int|None = None) -> Path:
+    """A training run's text-state cache: the states of the caption pool of every image of the data at `data_path`,
+    which 03, 04 and 05 each draw a part of (the pipeline's `text_states` stage; `preset` decides the max length)"""
+    if threads: torch.set_num_threads(threads)
+    df = load_data(data_path)
+    tok, enc = make_lm_encoder(text_model, max_length=preset_config(CLIP_PRESETS, preset, 'CLIP preset')['max_length'])
+    t0 = time.time()
+    caps = [c for cs in frame_caption_pool(df, caption_pool, caption_seed) for c in cs]
+    out = build_text_state_cache(enc, tok, caps, out_dir, bs)
+    print(f"text-state cache {out}: {len(caps)} captions of {len(df)} images, "
+          f"{read_text_state_meta(out)['n_captions']} distinct, in {time.time() - t0:.1f} s")
+    return out
 
 # %% ../nbs/03_clip_cond.ipynb #fc60c437
 # Not judge.clip_preprocess: that one resizes bilinearly, checks the value range (a GPU sync per batch) and normalises
