@@ -80,13 +80,16 @@ def train_caption_tokenizer(captions, vocab_size: int = 2000, max_length: int = 
                                    model_max_length=max_length, padding_side='right', truncation_side='right')
 
 # %% ../nbs/03_clip_cond.ipynb #8c2991db
-def caption_corpus(df: pd.DataFrame, n_per_image: int = 4, seed: int = 0, partition: str|None = 'train') -> list:
-    "Captions written for the rows of `df` (only `partition`, if given): the text a caption tokenizer is trained on"
+def caption_corpus(df: pd.DataFrame, n_per_image: int = 4, seed: int = 0, partition: str|None = 'train',
+                   vocabulary: str = 'templates') -> list:
+    """Captions written for the rows of `df` (only `partition`, if given) in the words of `vocabulary`: the text a
+    caption tokenizer is trained on"""
     if partition is not None: df = df[df['partition'] == partition]
     rendered = df.attrs.get('celeba', {}).get('rendered')
     A = df[list(CELEBA_ATTRS)].to_numpy() if has_attributes(df) else []   # data with captions only: its own
     out = [c for i, a in enumerate(A)
-           for c in captions_for(a, n=n_per_image, seed=seed * 1_000_003 + i, rendered=rendered)]
+           for c in captions_for(a, n=n_per_image, seed=seed * 1_000_003 + i, rendered=rendered,
+                                 vocabulary=vocabulary)]
     if 'captions' in df.columns: out += [c for cs in df['captions'] if isinstance(cs, list) for c in cs]
     return out
 
@@ -1088,6 +1091,7 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                text_model: str = 'scratch',    # text tower: 'scratch' (trained here), 'minilm', an LM folder or hub id
                adapter_layers: int = 1,        # transformer layers in a language model's adapter (0: LayerNorm+Linear)
                caption_pool: int = 0,          # captions per image, drawn once (0: fresh each time); LM states cached
+               caption_vocabulary: str = 'templates',  # words captions are written in: 'templates' or 'wordnet'
               ) -> tuple:
     "Train an in-domain CLIP on CelebA at `data_path` (None: a fresh synthetic set) and save it to `out_dir`"
     out_dir = Path(out_dir)
@@ -1099,7 +1103,7 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
             attr_weight, text_attr_weight, evaluate = 0., 0., False
         p = preset_config(CLIP_PRESETS, preset, 'CLIP preset')
         if text_model == 'scratch':
-            corpus = caption_corpus(df, 4, seed)
+            corpus = caption_corpus(df, 4, seed, vocabulary=caption_vocabulary)
             tok = train_caption_tokenizer(corpus, vocab_size=p['vocab_size'], max_length=p['max_length'])
             set_seed(seed)
             model = make_clip(preset, tok, image_size=size, seed=seed)
@@ -1110,13 +1114,14 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
             if caption_pool: enc.cache_states()
         if caption_pool:   # a fixed pool of captions per image: each caption's language-model states computed once
             rendered = df.attrs.get('celeba', {}).get('rendered')
-            pool = [captions_for(a, n=caption_pool, seed=seed * 1_000_003 + i, rendered=rendered)
+            pool = [captions_for(a, n=caption_pool, seed=seed * 1_000_003 + i, rendered=rendered,
+                                 vocabulary=caption_vocabulary)
                     for i, a in enumerate(df[list(CELEBA_ATTRS)].to_numpy())]
             if 'captions' in df.columns:
                 pool = [p + (c if isinstance(c, list) else []) for p, c in zip(pool, df.captions)]
             df = df.assign(captions=pool)
         dls = celeba_dls(data_path, size=size, bs=bs, seed=seed, num_workers=num_workers, df=df, device=device,
-                         captions_mode='override' if caption_pool else 'extend')
+                         captions_mode='override' if caption_pool else 'extend', caption_vocabulary=caption_vocabulary)
         learn = clip_learner(dls, model, tok, lr=lr, attr_weight=attr_weight, text_attr_weight=text_attr_weight)
         t0 = time.time()
         learn.fit_one_cycle(epochs, lr)
@@ -1124,6 +1129,7 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,
                        attr_weight=attr_weight, text_attr_weight=text_attr_weight, text_model=text_model,
                        adapter_layers=adapter_layers if text_model != 'scratch' else None, caption_pool=caption_pool,
+                       caption_vocabulary=caption_vocabulary,
                        train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=final)
         if text_model != 'scratch': enc.cache_states(False)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #afb411a2
 from __future__ import annotations
-import io, json, math, os, random, shutil, tempfile, warnings, zipfile
+import functools, io, json, math, os, random, shutil, tempfile, warnings, zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -18,9 +18,10 @@ from fasttransform import Transform
 
 # %% auto #0
 __all__ = ['CELEBA_ATTRS', 'PARTITIONS', 'OFFICIAL_SPLIT', 'IMAGE_EXTS', 'UNKNOWN', 'ZIP_SEP', 'ATTR_PHRASES', 'NEGATABLE',
-           'SYNTHETIC_RENDERED', 'HAIR_COLOURS', 'DATA_LAYOUTS', 'has_attributes', 'CelebAFilesNotFound',
-           'find_celeba_files', 'read_celeba_table', 'open_image_bytes', 'to_rgb', 'read_image', 'verify_images',
-           'load_celeba', 'captions_for', 'read_captions_file', 'pick_caption', 'sample_attributes', 'draw_face',
+           'ATTR_SYNONYMS', 'CAPTION_FRAMES', 'FRAME_SYNONYMS', 'CAPTION_VOCABULARIES', 'SYNTHETIC_RENDERED',
+           'HAIR_COLOURS', 'DATA_LAYOUTS', 'has_attributes', 'CelebAFilesNotFound', 'find_celeba_files',
+           'read_celeba_table', 'open_image_bytes', 'to_rgb', 'read_image', 'verify_images', 'load_celeba',
+           'caption_vocabulary', 'captions_for', 'read_captions_file', 'pick_caption', 'sample_attributes', 'draw_face',
            'make_synthetic_celeba', 'write_original_layout', 'crop_box', 'load_face', 'CelebAItems', 'ScaleImages',
            'items_dls', 'DataNotRecognised', 'seeded_split', 'load_captioned_folder', 'find_mm_celeba_hq',
            'load_mm_celeba_hq', 'data_kind', 'load_data', 'data_summary', 'as_frame', 'celeba_dls', 'folder_dls',
@@ -313,6 +314,42 @@ ATTR_PHRASES = {
 }
 NEGATABLE = ('Eyeglasses', 'Wearing_Hat', 'Smiling', 'No_Beard')
 
+# %% ../nbs/00_data.ipynb #c3e5f7a9
+# attribute → (more phrases when true, more phrases when false): from WordNet 3.0, hand-reviewed; regenerated below
+ATTR_SYNONYMS = {}
+# the sentence frames' words (the templates' own) and more of them for the wider vocabulary
+CAPTION_FRAMES = dict(someone=['person', 'face'],
+                      photo=['a photo of', 'a portrait of', 'a picture of', 'a close-up of'],
+                      this=['this', 'the'], face=['face of', 'headshot of', 'portrait of'])
+FRAME_SYNONYMS = {}
+CAPTION_VOCABULARIES = ('templates', 'wordnet')
+
+# %% ../nbs/00_data.ipynb #d4f6a8b0
+def caption_vocabulary(name: str = 'templates') -> dict:
+    """The words captions are written in: attribute phrases, negatable attributes and sentence frames of the templates
+    (`'templates'`) or widened from WordNet (`'wordnet'`: each list half the templates' words, half WordNet's)"""
+    if name not in CAPTION_VOCABULARIES:
+        raise ValueError(f"caption vocabulary must be one of {CAPTION_VOCABULARIES}, got {name!r}")
+    if name == 'templates':
+        return dict(name=name, phrases=ATTR_PHRASES, negatable=NEGATABLE, frames=CAPTION_FRAMES, max_negations=None)
+    return _wide_vocabulary()
+
+def _half_and_half(own: list, more: list) -> list:
+    "`own` and `more` repeated so that a uniform draw picks either side half the time"
+    more = [m for m in dict.fromkeys(more) if m not in own]
+    return own * len(more) + more * len(own) if own and more else list(own or more)
+
+@functools.cache
+def _wide_vocabulary() -> dict:
+    phrases = {}
+    for k, (kind, pos, neg) in ATTR_PHRASES.items():
+        more_pos, more_neg = ATTR_SYNONYMS.get(k, ([], []))
+        neg = _half_and_half(neg or [], more_neg)
+        phrases[k] = (kind, _half_and_half(pos, more_pos), neg or None)
+    negatable = NEGATABLE + tuple(k for k in CELEBA_ATTRS if k not in NEGATABLE + ('Male', 'Young') and phrases[k][2])
+    frames = {k: _half_and_half(v, FRAME_SYNONYMS.get(k, [])) for k, v in CAPTION_FRAMES.items()}
+    return dict(name='wordnet', phrases=phrases, negatable=negatable, frames=frames, max_negations=2)
+
 # %% ../nbs/00_data.ipynb #8ae4f823
 def _attr_dict(attrs) -> dict:
     "Attributes as {name: 0/1} from a dict, Series or 40-long sequence in CelebA's order"
@@ -331,23 +368,27 @@ def _join(items):
 def _article(word): return 'an' if word[:1].lower() in 'aeiou' else 'a'
 
 # %% ../nbs/00_data.ipynb #f556d458
-def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate: float) -> str:
+def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate: float,
+             vocab: dict|None = None) -> str:
+    v = caption_vocabulary('templates') if vocab is None else vocab
+    phrases, frames = v['phrases'], v['frames']
     male = a.get('Male') if 'Male' in allowed else None
-    if male is None: noun = r.choice(['person', 'face'])
-    else: noun = r.choice(ATTR_PHRASES['Male'][1] if male else ATTR_PHRASES['Male'][2])
+    if male is None: noun = r.choice(frames['someone'])
+    else: noun = r.choice(phrases['Male'][1] if male else phrases['Male'][2])
     pron = {1: 'he', 0: 'she', None: 'they'}[male]
     true = [k for k in allowed if a.get(k) and k != 'Male']
     said = [k for k in true if r.random() < p_mention] or ([r.choice(true)] if true else [])
     if 'No_Beard' in said and (male != 1 or r.random() < 0.5): said.remove('No_Beard')  # rarely worth saying
     r.shuffle(said)
-    neg = [k for k in NEGATABLE if k in allowed and not a.get(k, 1) and r.random() < p_negate
+    neg = [k for k in v['negatable'] if k in allowed and not a.get(k, 1) and r.random() < p_negate
            and not (k == 'No_Beard' and male != 1)]
-    pick = lambda k, pos=True: r.choice(ATTR_PHRASES[k][1] if pos else ATTR_PHRASES[k][2])
-    adjs = [pick(k) for k in said if ATTR_PHRASES[k][0] == 'adj']
-    hair = [pick(k) for k in said if ATTR_PHRASES[k][0] in ('hairstyle', 'hair')]
-    feats = ([' '.join(hair) + ' hair'] if hair else []) + [pick(k) for k in said if ATTR_PHRASES[k][0] == 'with']
-    wear = [pick(k) for k in said if ATTR_PHRASES[k][0] == 'wear']
-    style = [pick(k) for k in said if ATTR_PHRASES[k][0] == 'style']
+    if v['max_negations'] is not None and len(neg) > v['max_negations']: neg = r.sample(neg, v['max_negations'])
+    pick = lambda k, pos=True: r.choice(phrases[k][1] if pos else phrases[k][2])
+    adjs = [pick(k) for k in said if phrases[k][0] == 'adj']
+    hair = [pick(k) for k in said if phrases[k][0] in ('hairstyle', 'hair')]
+    feats = ([' '.join(hair) + ' hair'] if hair else []) + [pick(k) for k in said if phrases[k][0] == 'with']
+    wear = [pick(k) for k in said if phrases[k][0] == 'wear']
+    style = [pick(k) for k in said if phrases[k][0] == 'style']
     negs = [pick(k, False) for k in neg]
     t = r.randrange(5)
     if t == 0 or (t == 3 and not (feats or wear)):   # "a smiling man with blond hair wearing glasses"
@@ -357,7 +398,7 @@ def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate
         if wear: s += ' wearing ' + _join(wear)
         if negs: s += ', ' + _join(negs)
     elif t == 1:                                     # "photo of a man. He has ... and is smiling."
-        s = f"{r.choice(['a photo of', 'a portrait of', 'a picture of', 'a close-up of'])} {_article(noun)} {noun}"
+        s = f"{r.choice(frames['photo'])} {_article(noun)} {noun}"
         parts = []
         if feats: parts.append('has ' + _join(feats))
         if wear: parts.append('is wearing ' + _join(wear))
@@ -367,7 +408,7 @@ def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate
     elif t == 2:                                     # tag style: "blond hair, glasses, smiling woman"
         s = ', '.join([' '.join(adjs + [noun])] + feats + wear + negs)
     elif t == 3:                                     # "This woman has blond hair and wears glasses."
-        s = f"{r.choice(['this', 'the'])} {noun}"
+        s = f"{r.choice(frames['this'])} {noun}"
         parts = (['has ' + _join(feats)] if feats else []) + (['wears ' + _join(wear)] if wear else [])
         s += ' ' + _join(parts)
         if adjs: s += f"; {pron} is {_join(adjs)}"
@@ -375,7 +416,7 @@ def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate
         s = s[0].upper() + s[1:]
     else:                                            # "face of a young woman, blond hair, glasses"
         s = ' '.join(adjs + [noun])
-        s = f"{r.choice(['face of', 'headshot of', 'portrait of'])} {_article(s)} {s}"
+        s = f"{r.choice(frames['face'])} {_article(s)} {s}"
         rest = feats + wear + negs
         if rest: s += ', ' + ', '.join(rest)
     if style: s = f"{style[0]} {s[0].lower() + s[1:]}"
@@ -383,14 +424,16 @@ def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate
 
 # %% ../nbs/00_data.ipynb #e3fcf99c
 def captions_for(attrs, n: int = 3, seed: int = 0, rendered=None, p_mention: float = 0.75,
-                 p_negate: float = 0.25) -> list:
-    "`n` varied English captions for one row of attributes, mentioning only true (and `rendered`) attributes"
+                 p_negate: float = 0.25, vocabulary: str = 'templates') -> list:
+    """`n` varied English captions for one row of attributes, mentioning only true (and `rendered`) attributes,
+    in the words of `vocabulary` ('templates', or 'wordnet': widened by `ATTR_SYNONYMS`)"""
+    vocab = caption_vocabulary(vocabulary)
     a = _attr_dict(attrs)
     allowed = set(rendered if rendered is not None else CELEBA_ATTRS) & set(a)
     allowed = [k for k in CELEBA_ATTRS if k in allowed]   # fixed order, so the seed alone decides
     r, out = random.Random(seed), []
     for _ in range(n * 4):
-        c = _caption(a, allowed, r, p_mention, p_negate)
+        c = _caption(a, allowed, r, p_mention, p_negate, vocab)
         if c not in out: out.append(c)
         if len(out) == n: break
     while len(out) < n: out.append(out[len(out) % max(len(out), 1)] if out else 'a face')
@@ -420,11 +463,11 @@ def read_captions_file(path) -> pd.Series:
     raise ValueError(f"captions file must be .json, .jsonl or .csv, got {p.name}")
 
 # %% ../nbs/00_data.ipynb #dc9ca315
-def pick_caption(own, attrs=None, rendered=None, mode: str = 'extend') -> str:
+def pick_caption(own, attrs=None, rendered=None, mode: str = 'extend', vocabulary: str = 'templates') -> str:
     "One caption for an image: from its `own` captions (a list, or None) and/or written from its `attrs` (or None)"
     own = own if isinstance(own, list) else []
     if attrs is None or (own and mode == 'override'): return random.choice(own) if own else ''
-    gen = captions_for(attrs, n=1, seed=random.randrange(2**31), rendered=rendered)
+    gen = captions_for(attrs, n=1, seed=random.randrange(2**31), rendered=rendered, vocabulary=vocabulary)
     return random.choice(own + gen)
 
 # %% ../nbs/00_data.ipynb #e7a76a56
@@ -670,7 +713,8 @@ def load_face(loc: str, size: int = 64, crop: str = 'center', bbox=None, flip: b
 class CelebAItems(torch.utils.data.Dataset):
     "(uint8 image [3,size,size], caption, attributes [40]) for each row of a data table (-1: unknown)"
     def __init__(self, df: pd.DataFrame, size: int = 64, crop: str = 'center', flip: bool = False,
-                 captions: bool = True, captions_mode: str = 'extend', rendered=None):
+                 captions: bool = True, captions_mode: str = 'extend', rendered=None,
+                 caption_vocabulary: str = 'templates'):
         if captions_mode not in ('extend', 'override'):
             raise ValueError(f"captions_mode must be 'extend' or 'override', got {captions_mode!r}")
         self.size, self.crop, self.flip, self.captions, self.captions_mode = size, crop, flip, captions, captions_mode
@@ -681,11 +725,13 @@ class CelebAItems(torch.utils.data.Dataset):
         self.bbox = df[['x_1', 'y_1', 'width', 'height']].to_numpy() if crop == 'bbox' else None
         self.extra = df['captions'].tolist() if 'captions' in df.columns else None
         self.rendered = rendered if rendered is not None else df.attrs.get('celeba', {}).get('rendered')
+        self.caption_vocabulary = caption_vocabulary(caption_vocabulary)['name']   # checked here, not per item
         self.n_bad, self.bad = 0, set()
     def __len__(self): return len(self.locs)
     def caption(self, i: int) -> str:
         return pick_caption(None if self.extra is None else self.extra[i],
-                            self.attrs[i].tolist() if self.has_attributes else None, self.rendered, self.captions_mode)
+                            self.attrs[i].tolist() if self.has_attributes else None, self.rendered, self.captions_mode,
+                            self.caption_vocabulary)
     def __getitem__(self, i: int):
         for k in range(len(self)):
             j = (i + k) % len(self)
@@ -935,12 +981,13 @@ def as_frame(data, n: int|None = None, seed: int = 0) -> pd.DataFrame:
 def celeba_dls(path, size: int = 64, bs: int = 64, num_workers: int = 0, n: int|None = None,
                crop: str = 'center', flip: bool = True, seed: int = 0, captions_file=None,
                captions_mode: str = 'extend', verify: bool = False, device=None,
-               df: pd.DataFrame|None = None) -> DataLoaders:
+               df: pd.DataFrame|None = None, caption_vocabulary: str = 'templates') -> DataLoaders:
     "fastai `DataLoaders` of (images [B,3,size,size] in [-1,1], captions, attributes [B,40]) for the data at `path`"
     df = load_data(path, captions_file, verify=verify or None) if df is None else df
     df = _subset(df, n, seed)
     mk = lambda part, fl: CelebAItems(df[df['partition'] == part], size, crop, fl, captions_mode=captions_mode,
-                                      rendered=df.attrs.get('celeba', {}).get('rendered'))
+                                      rendered=df.attrs.get('celeba', {}).get('rendered'),
+                                      caption_vocabulary=caption_vocabulary)
     train, valid = mk('train', flip), mk('valid', False)
     if not len(train) or not len(valid):
         raise ValueError(f"need images in both train and valid partitions; got {len(train)} and {len(valid)} (n={n})")
