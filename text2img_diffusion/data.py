@@ -725,7 +725,7 @@ class CelebAItems(torch.utils.data.Dataset):
         self.bbox = df[['x_1', 'y_1', 'width', 'height']].to_numpy() if crop == 'bbox' else None
         self.extra = df['captions'].tolist() if 'captions' in df.columns else None
         self.rendered = rendered if rendered is not None else df.attrs.get('celeba', {}).get('rendered')
-        self.caption_vocabulary = caption_vocabulary(caption_vocabulary)['name']   # checked here, not per item
+        self.caption_vocabulary = globals()['caption_vocabulary'](caption_vocabulary)['name']   # checked once
         self.n_bad, self.bad = 0, set()
     def __len__(self): return len(self.locs)
     def caption(self, i: int) -> str:
