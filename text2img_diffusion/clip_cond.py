@@ -41,10 +41,10 @@ from .judge import CLIP_MEAN, CLIP_STD, load_faces
 from .latents import read_cache_meta
 
 # %% auto #0
-__all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', 'LM_CACHE_ENV', 'PARAPHRASES',
-           'HELD_OUT_PARAPHRASES', 'train_caption_tokenizer', 'caption_corpus', 'clip_config', 'make_clip',
-           'encoder_max_length', 'tokenize_prompts', 'encode_prompts', 'TextConditioner', 'save_clip', 'hub_reachable',
-           'ClipNotAvailable', 'is_lm_encoder_folder', 'load_clip', 'load_text_encoder', 'file_sha256',
+__all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', 'LM_CACHE_ENV', 'TRAINED_PARTITIONS',
+           'PARAPHRASES', 'HELD_OUT_PARAPHRASES', 'train_caption_tokenizer', 'caption_corpus', 'clip_config',
+           'make_clip', 'encoder_max_length', 'tokenize_prompts', 'encode_prompts', 'TextConditioner', 'save_clip',
+           'hub_reachable', 'ClipNotAvailable', 'is_lm_encoder_folder', 'load_clip', 'load_text_encoder', 'file_sha256',
            'text_model_cache', 'LanguageModelNotAvailable', 'LanguageModelChanged', 'check_sha256',
            'packaged_model_zip', 'extract_packaged_model', 'resolve_language_model', 'load_language_model',
            'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool', 'frame_caption_pool', 'latent_caption_pool',
@@ -482,9 +482,9 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
             for j, i in enumerate(miss): self.state_cache[keys[i]] = h[j, :lens[i]].clone()
         out = torch.zeros(*input_ids.shape, self.config.lm_dim)
         for i, k in enumerate(keys): out[i, :lens[i]] = rows[i] if rows[i] is not None else self.state_cache[k].float()
-        n_disk = sum(r is not None for r in rows)
-        self.state_counts.update(disk=self.state_counts['disk'] + n_disk, computed=self.state_counts['computed'] + len(miss),
-                                 memory=self.state_counts['memory'] + len(keys) - n_disk - len(miss))
+        n_disk, c = sum(r is not None for r in rows), self.state_counts
+        c.update(disk=c['disk'] + n_disk, computed=c['computed'] + len(miss),
+                 memory=c['memory'] + len(keys) - n_disk - len(miss))
         return out.to(attention_mask.device)
 
     def forward(self, input_ids, attention_mask=None, return_dict: bool = True, **_):
@@ -523,35 +523,39 @@ def _image_seed(seed: int, image_id) -> int:
     "A caption seed for one image from the pool seed and the image's id (stable across processes and tables)"
     return seed * 1_000_003 + zlib.crc32(str(image_id).encode())
 
+TRAINED_PARTITIONS = ('train', 'valid')   # the rows a stage draws training (and validation) captions for
+
 def draw_caption_pool(image_ids, attrs, k: int, seed: int = 0, rendered=None, own=None,
-                      vocabulary: str = 'templates') -> list:
-    """K captions per image in the words of `vocabulary`, drawn once with `captions_for` seeded by `seed` and the image's id (attrs None: data
-    without attributes, only its `own` captions); each image's `own` captions (lists or None) are added to its pool"""
+                      vocabulary: str = 'templates', partitions=None) -> list:
+    """K captions per image in the words of `vocabulary`, drawn once with `captions_for` seeded by `seed` and the
+    image's id (attrs None: data without attributes, only its `own` captions); each image's `own` captions (lists or None) are added to its pool.
+    With `partitions` (one per image), an image outside `TRAINED_PARTITIONS` gets none: no stage trains on it"""
     if k < 1: raise ValueError(f"a caption pool needs k >= 1 captions per image, got {k}")
     ids = [str(i) for i in image_ids]
     pool = ([[] for _ in ids] if attrs is None else
             [captions_for(a, n=k, seed=_image_seed(seed, i), rendered=rendered, vocabulary=vocabulary)
              for i, a in zip(ids, attrs)])
     if own is not None: pool = [p + (o if isinstance(o, list) else []) for p, o in zip(pool, own)]
+    if partitions is not None: pool = [p if q in TRAINED_PARTITIONS else [] for p, q in zip(pool, partitions)]
     return pool
 
 # %% ../nbs/03_clip_cond.ipynb #0c90f480
 def frame_caption_pool(df: pd.DataFrame, k: int, seed: int = 0, vocabulary: str = 'templates') -> list:
-    "`draw_caption_pool` for the rows of a `load_data` table (its own captions added), in row order"
+    "`draw_caption_pool` for the rows of a `load_data` table (its own captions added; test rows none), in row order"
     rendered = df.attrs.get('celeba', {}).get('rendered')
     attrs = df[list(CELEBA_ATTRS)].to_numpy() if has_attributes(df) else None
     own = df['captions'] if 'captions' in df.columns else None
-    return draw_caption_pool(df.index, attrs, k, seed, rendered, own, vocabulary)
+    return draw_caption_pool(df.index, attrs, k, seed, rendered, own, vocabulary, df['partition'])
 
 def latent_caption_pool(cache_dir, k: int, seed: int = 0, vocabulary: str = 'templates') -> list:
-    "`draw_caption_pool` for every row of a latent cache (02b), in its row order: what 04 and 05 train on"
+    "`draw_caption_pool` for every row of a latent cache (02b; test and skipped rows none), in row order: 04's and 05's"
     meta = read_cache_meta(cache_dir)
     if meta is None: raise FileNotFoundError(f"no finished latent cache in {cache_dir} (expected meta.json)")
     idx = pd.read_csv(Path(cache_dir)/'index.csv', dtype={'image_id': str})
     own = Path(cache_dir)/'captions.json'
     own = json.loads(own.read_text()) if own.exists() else None
     attrs = idx[list(CELEBA_ATTRS)].to_numpy() if meta.get('attributes', True) else None
-    return draw_caption_pool(idx['image_id'], attrs, k, seed, meta.get('rendered'), own, vocabulary)
+    return draw_caption_pool(idx['image_id'], attrs, k, seed, meta.get('rendered'), own, vocabulary, idx['partition'])
 
 # %% ../nbs/03_clip_cond.ipynb #a4d92362
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -624,7 +628,8 @@ def build_text_state_cache(encoder: LMTextEncoder, tokenizer, captions, out_dir,
             missing = sum(s not in held for s in seqs)
             if not missing: return out
             diff = [f"caption set ({missing} of the {len(seqs)} captions asked for are not in it)"]
-        warnings.warn(f"text-state cache {out} is stale (it was made with a different {', '.join(diff)}); rebuilding it")
+        warnings.warn(f"text-state cache {out} is stale (it was made with a different {', '.join(diff)}); "
+                      "rebuilding it")
     rows = sorted(seqs.values(), key=lambda i: (int(lens[i]), i))     # by length: batches run over few pads
     off = np.concatenate([[0], np.cumsum(lens[rows].numpy())]).astype(np.int64)
     was_training, t0 = encoder.training, time.time()
@@ -653,7 +658,8 @@ def build_text_state_cache(encoder: LMTextEncoder, tokenizer, captions, out_dir,
 @patch
 def use_state_cache(self: LMTextEncoder, path, tokenizer):
     """Read the language model's states from the text-state cache at `path` (refused if made for another model,
-    tokenizer or length); a caption not in it is run through the model once and kept in memory. Off: `cache_states(False)`"""
+    tokenizer or length); a caption not in it is run through the model once and kept in memory.
+    Off: `cache_states(False)`"""
     cache = TextStateCache(path).check(self, tokenizer)
     self.cache_states()
     object.__setattr__(self, 'state_file', cache)
@@ -663,7 +669,7 @@ def use_state_cache(self: LMTextEncoder, path, tokenizer):
 def caption_pool_settings(text_encoder, caption_pool: int|None = None, caption_seed: int|None = None,
                           caption_vocabulary: str|None = None) -> tuple:
     """(captions per image, pool seed, vocabulary) a stage trains with: each as given, else the pool a pretrained-LM
-    encoder's adapter was trained on (its config), else (0, 0, 'templates'): a fresh caption each time an image is read"""
+    encoder's adapter was trained on (its config), else (0, 0, 'templates'): a fresh caption per read of an image"""
     cfg = text_encoder.config if isinstance(text_encoder, LMTextEncoder) else {}
     pick = lambda v, k, d: v if v is not None else cfg.get(k, d)
     return (int(pick(caption_pool, 'caption_pool', 0)), int(pick(caption_seed, 'caption_seed', 0)),
@@ -1110,8 +1116,8 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                adapter_layers: int = 1,        # transformer layers in a language model's adapter (0: LayerNorm+Linear)
                caption_pool: int = 0,          # captions per image, drawn once (0: fresh each time); LM states cached
                caption_vocabulary: str = 'templates',  # words captions are written in: 'templates' or 'wordnet'
-               caption_seed: int = 0,          # seed of the caption pool (with each image's id: 04 and 05 draw the same)
-               text_states: str|None = None,   # on-disk cache of the LM's states of the pool (built if missing; None: RAM)
+               caption_seed: int = 0,          # seed of the caption pool (with each image's id; 04 and 05 use it)
+               text_states: str|None = None,   # on-disk LM state cache of the pool (built if missing; None: RAM)
               ) -> tuple:
     "Train an in-domain CLIP on CelebA at `data_path` (None: a fresh synthetic set) and save it to `out_dir`"
     out_dir = Path(out_dir)
@@ -1147,7 +1153,8 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                        attr_weight=attr_weight, text_attr_weight=text_attr_weight, text_model=text_model,
                        adapter_layers=adapter_layers if text_model != 'scratch' else None, caption_pool=caption_pool,
                        caption_vocabulary=caption_vocabulary, caption_seed=caption_seed,
-                       text_state_counts=enc.state_counts if text_model != 'scratch' else None, train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
+                       text_state_counts=enc.state_counts if text_model != 'scratch' else None,
+                       train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=final)
         if text_model != 'scratch': enc.cache_states(False)
         if evaluate:

@@ -15,8 +15,8 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
-from text2img_diffusion.clip_cond import (TextConditioner, attach_text_states, caption_pool_settings, detach_text_states,
-    latent_caption_pool)
+from .clip_cond import (TextConditioner, attach_text_states, caption_pool_settings,
+    detach_text_states, latent_caption_pool)
 from .core import atomic_dir, preset_config
 from .latents import latent_dls, read_cache_meta
 from .training import Checkpoint, ImageGrid, LossWarmup, MetricsLog, load_checkpoint, trained_model

@@ -127,11 +127,10 @@ PIPELINE_PRESETS['synthetic64-cpu-lm'] = _derived('synthetic64-cpu',
 STAGE_CALLS = dict(judge='text2img_diffusion.judge:judge_train', vae='text2img_diffusion.vae:train_vae',
                    clip='text2img_diffusion.clip_cond:train_clip_cli', cvae='text2img_diffusion.cvae:cvae_stage',
                    unet='text2img_diffusion.unet_diffusion:train_unet_cli',
-                   report='text2img_diffusion.eval:report_stage',
-                   text_states='text2img_diffusion.clip_cond:build_run_text_states')
+                   report='text2img_diffusion.eval:report_stage')
 
 # %% ../nbs/10_train_pipeline.ipynb #d8b2e26f
-LM_CAPTION_POOL = 4   # captions per face with a pretrained language model as text encoder, unless clip.caption_pool says
+LM_CAPTION_POOL = 4   # captions per face with a pretrained language model as text encoder (unless clip.caption_pool)
 
 def pipeline_stages(preset: dict, synthetic: bool = True, attributes: bool = True) -> dict:
     "The stages of a run with sizes from `preset` (a `PIPELINE_PRESETS` entry), keyed by name in a runnable order"
@@ -153,7 +152,8 @@ def pipeline_stages(preset: dict, synthetic: bool = True, attributes: bool = Tru
         # a pretrained language model: its states of the run's caption pool, computed once, read by 03, 04 and 05
         pool = dict(caption_pool=c.get('caption_pool', LM_CAPTION_POOL), caption_seed=c.get('caption_seed', 0),
                     caption_vocabulary=c.get('caption_vocabulary', 'templates'))
-        S['text_states'] = Stage('text_states', call=STAGE_CALLS['text_states'], needs=data, done_file='meta.json',
+        S['text_states'] = Stage('text_states', call='text2img_diffusion.clip_cond:build_run_text_states',
+                                 needs=data, done_file='meta.json',
                                  params=dict(out_dir='{text_states}', data_path='{data}', text_model=c['text_model'],
                                              preset=c.get('preset', 'tiny'), threads=threads, **pool))
         c, states = {**c, **pool}, dict(text_states='{text_states}')

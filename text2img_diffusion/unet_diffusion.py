@@ -30,7 +30,8 @@ from .training import (EMA, Autocast, Checkpoint, ClipGrad, GradAccum, ImageGrid
 from .vae import decode_latents, encode_latents, load_pretrained_vae, vae_from_preset
 from .latents import build_latent_cache, latent_dls, read_cache_meta
 from .clip_cond import CLIP_PRESETS, TextConditioner, caption_corpus, clip_config, load_text_encoder
-from .clip_cond import attach_text_states, caption_pool_settings, detach_text_states, latent_caption_pool
+from text2img_diffusion.clip_cond import (attach_text_states, caption_pool_settings, detach_text_states,
+    latent_caption_pool)
 from .clip_cond import train_caption_tokenizer
 
 # %% auto #0
@@ -306,7 +307,8 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
                                ncols=4))
     learn = diffusion_learner(dls, unet, cond, sched, lr=lr or p['lr'], distributed_cpu=n_proc > 1 and not fastai_ddp,
                               cbs=extra + list(cbs or []), **learner_kw)
-    learn.fastai_ddp, learn.caption_pool = fastai_ddp, dict(caption_pool=k, caption_seed=pseed, caption_vocabulary=vocab)
+    learn.fastai_ddp = fastai_ddp
+    learn.caption_pool = dict(caption_pool=k, caption_seed=pseed, caption_vocabulary=vocab)
     return learn
 
 # %% ../nbs/05_unet_diffusion.ipynb #aec8292d
@@ -375,7 +377,7 @@ def train_unet(out_dir: str|None = None,           # run folder: weights, checkp
                compile: bool = False,              # torch.compile the UNet (GPU)
                num_workers: int = 0,               # data loading processes
                image_size: int|None = None,        # image size the VAE was trained at (None: the preset's)
-               caption_pool: int|None = None,      # captions per image drawn once (0: fresh; None: an LM encoder's pool)
+               caption_pool: int|None = None,      # captions per image drawn once (0: fresh; None: an LM encoder's)
                caption_seed: int|None = None,      # seed of that pool (None: the LM encoder's, as 03 drew it; else 0)
                caption_vocabulary: str|None = None,  # words of the pool (None: the LM encoder's; else 'templates')
                text_states: str|None = None,       # on-disk LM state cache (03; built if missing); None: in memory
