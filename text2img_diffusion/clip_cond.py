@@ -528,7 +528,8 @@ TRAINED_PARTITIONS = ('train', 'valid')   # the rows a stage draws training (and
 def draw_caption_pool(image_ids, attrs, k: int, seed: int = 0, rendered=None, own=None,
                       vocabulary: str = 'templates', partitions=None) -> list:
     """K captions per image in the words of `vocabulary`, drawn once with `captions_for` seeded by `seed` and the
-    image's id (attrs None: data without attributes, only its `own` captions); each image's `own` captions (lists or None) are added to its pool.
+    image's id (attrs None: data without attributes, only its `own` captions); each image's `own` captions (lists
+    or None) are added to its pool.
     With `partitions` (one per image), an image outside `TRAINED_PARTITIONS` gets none: no stage trains on it"""
     if k < 1: raise ValueError(f"a caption pool needs k >= 1 captions per image, got {k}")
     ids = [str(i) for i in image_ids]

@@ -108,7 +108,8 @@ class LatentItems(torch.utils.data.Dataset):
         own = json.loads((self.dir/'captions.json').read_text()) if (self.dir/'captions.json').exists() else None
         self.own = None if own is None else [own[r] for r in rows]
         if pool is not None and len(pool) != len(idx):
-            raise ValueError(f"a caption pool needs one list of captions per row of the cache ({len(idx)}), got {len(pool)}")
+            raise ValueError(f"a caption pool needs one list of captions per row of the cache ({len(idx)}), "
+                             f"got {len(pool)}")
         self.pool = None if pool is None else [list(pool[r]) for r in rows]   # fixed captions per image, or None
         self.rendered = meta.get('rendered') if rendered is None else rendered
         self._z = None
