@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch, torch.nn.functional as F
 
-from text2img_diffusion.clip_cond import (TextConditioner, build_text_state_cache, frame_caption_pool, make_lm_encoder,
-                                          read_text_state_meta)
+from text2img_diffusion.clip_cond import (ClipContrastive, TextConditioner, build_text_state_cache, caption_corpus,
+                                          clip_loss, clip_pixels, frame_caption_pool, make_clip, make_lit_clip,
+                                          make_lm_encoder, read_text_state_meta, tokenize_prompts,
+                                          train_caption_tokenizer)
 from text2img_diffusion.core import BUNDLED_MODEL
 from text2img_diffusion.data import load_data
 from text2img_diffusion.unet_diffusion import make_noise_scheduler, unet_from_preset
@@ -60,12 +62,29 @@ def batch_costs(cond, pool, n_batches: int, bs: int = 32, seed: int = 0) -> dict
     return dict(text_seconds=spread(text), batch_seconds=spread(total))
 
 
+def clip_costs(model, tok, pool, n_batches: int, bs: int = 128, size: int = 48, seed: int = 0) -> dict:
+    "Seconds per 03 training batch (`small` CLIP, contrastive loss only) of `model` on captions of `pool`"
+    torch.manual_seed(seed); random.seed(seed)
+    net, L = ClipContrastive(model), model.config.text_config.max_position_embeddings
+    opt = torch.optim.Adam([q for q in net.parameters() if q.requires_grad], 2e-3)
+    out = []
+    for i in range(n_batches + 2):
+        caps = [random.choice(random.choice(pool)) for _ in range(bs)]
+        t0 = time.perf_counter()
+        enc = tokenize_prompts(caps, tok, L, warn=False)
+        loss = clip_loss(net(clip_pixels(torch.rand(bs, 3, 64, 64) * 2 - 1, size), enc['input_ids'],
+                             enc['attention_mask']))
+        loss.backward(); opt.step(); opt.zero_grad()
+        if i >= 2: out.append(time.perf_counter() - t0)
+    return dict(batch_seconds=spread(out))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--data', required=True); ap.add_argument('--out', required=True)
     ap.add_argument('--subset', type=int, default=1000); ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
     ap.add_argument('--batches', type=int, default=8)
-    ap.add_argument('--skip_build', action='store_true')
+    ap.add_argument('--skip_build', action='store_true'); ap.add_argument('--clip_only', action='store_true')
     a = ap.parse_args()
     torch.set_num_threads(1)
     df = load_data(a.data)
@@ -75,6 +94,16 @@ def main():
     pool = [p for p in frame_caption_pool(part, 4) if p]
     tok, enc = make_lm_encoder('minilm', 128, 48)
     lm = TextConditioner(tok, enc)
+    if a.clip_only:   # 03: the from-scratch text tower against LiT on cached states
+        stok = train_caption_tokenizer(caption_corpus(part, 4), vocab_size=2000, max_length=48)
+        res['clip_scratch'] = clip_costs(make_clip('small', stok, 48, seed=0), stok, pool, a.batches)
+        with tempfile.TemporaryDirectory() as d:
+            build_text_state_cache(enc, tok, [c for cs in pool for c in cs], Path(d)/'ts')
+            enc.use_state_cache(Path(d)/'ts', tok)
+            res['clip_lm_cached'] = clip_costs(make_lit_clip('small', enc, 48, seed=0), tok, pool, a.batches)
+            res['clip_lm_cached']['counts'] = dict(enc.state_counts)
+        Path(a.out).write_text(json.dumps(res, indent=1)); print(json.dumps(res, indent=1))
+        return
     scratch = TextConditioner.from_pretrained(BUNDLED_MODEL, dtype=torch.float32)   # as 03 saves it
     res['in_domain'] = batch_costs(scratch, pool, a.batches)
     with tempfile.TemporaryDirectory() as d:
