@@ -21,7 +21,7 @@ __all__ = ['CELEBA_ATTRS', 'PARTITIONS', 'OFFICIAL_SPLIT', 'IMAGE_EXTS', 'UNKNOW
            'ATTR_SYNONYMS', 'CAPTION_FRAMES', 'FRAME_SYNONYMS', 'CAPTION_VOCABULARIES', 'SYNTHETIC_RENDERED',
            'HAIR_COLOURS', 'DATA_LAYOUTS', 'has_attributes', 'CelebAFilesNotFound', 'find_celeba_files',
            'read_celeba_table', 'open_image_bytes', 'to_rgb', 'read_image', 'verify_images', 'load_celeba',
-           'caption_vocabulary', 'captions_for', 'read_captions_file', 'pick_caption', 'sample_attributes', 'draw_face',
+           'caption_words', 'captions_for', 'read_captions_file', 'pick_caption', 'sample_attributes', 'draw_face',
            'make_synthetic_celeba', 'write_original_layout', 'crop_box', 'load_face', 'CelebAItems', 'ScaleImages',
            'items_dls', 'DataNotRecognised', 'seeded_split', 'load_captioned_folder', 'find_mm_celeba_hq',
            'load_mm_celeba_hq', 'data_kind', 'load_data', 'data_summary', 'as_frame', 'celeba_dls', 'folder_dls',
@@ -325,7 +325,7 @@ FRAME_SYNONYMS = {}
 CAPTION_VOCABULARIES = ('templates', 'wordnet')
 
 # %% ../nbs/00_data.ipynb #d4f6a8b0
-def caption_vocabulary(name: str = 'templates') -> dict:
+def caption_words(name: str = 'templates') -> dict:
     """The words captions are written in: attribute phrases, negatable attributes and sentence frames of the templates
     (`'templates'`) or widened from WordNet (`'wordnet'`: each list half the templates' words, half WordNet's)"""
     if name not in CAPTION_VOCABULARIES:
@@ -370,7 +370,7 @@ def _article(word): return 'an' if word[:1].lower() in 'aeiou' else 'a'
 # %% ../nbs/00_data.ipynb #f556d458
 def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate: float,
              vocab: dict|None = None) -> str:
-    v = caption_vocabulary('templates') if vocab is None else vocab
+    v = caption_words('templates') if vocab is None else vocab
     phrases, frames = v['phrases'], v['frames']
     male = a.get('Male') if 'Male' in allowed else None
     if male is None: noun = r.choice(frames['someone'])
@@ -427,7 +427,7 @@ def captions_for(attrs, n: int = 3, seed: int = 0, rendered=None, p_mention: flo
                  p_negate: float = 0.25, vocabulary: str = 'templates') -> list:
     """`n` varied English captions for one row of attributes, mentioning only true (and `rendered`) attributes,
     in the words of `vocabulary` ('templates', or 'wordnet': widened by `ATTR_SYNONYMS`)"""
-    vocab = caption_vocabulary(vocabulary)
+    vocab = caption_words(vocabulary)
     a = _attr_dict(attrs)
     allowed = set(rendered if rendered is not None else CELEBA_ATTRS) & set(a)
     allowed = [k for k in CELEBA_ATTRS if k in allowed]   # fixed order, so the seed alone decides
@@ -725,7 +725,7 @@ class CelebAItems(torch.utils.data.Dataset):
         self.bbox = df[['x_1', 'y_1', 'width', 'height']].to_numpy() if crop == 'bbox' else None
         self.extra = df['captions'].tolist() if 'captions' in df.columns else None
         self.rendered = rendered if rendered is not None else df.attrs.get('celeba', {}).get('rendered')
-        self.caption_vocabulary = caption_vocabulary(caption_vocabulary)['name']   # checked here, not per item
+        self.caption_vocabulary = caption_words(caption_vocabulary)['name']   # checked here, not per item
         self.n_bad, self.bad = 0, set()
     def __len__(self): return len(self.locs)
     def caption(self, i: int) -> str:
