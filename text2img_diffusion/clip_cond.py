@@ -701,7 +701,8 @@ def build_run_text_states(out_dir, data_path, text_model: str = 'minilm', preset
     which 03, 04 and 05 each draw a part of (the pipeline's `text_states` stage; `preset` decides the max length)"""
     if threads: torch.set_num_threads(threads)
     df = load_data(data_path)
-    tok, enc = make_lm_encoder(text_model, max_length=preset_config(CLIP_PRESETS, preset, 'CLIP preset')['max_length'])
+    L, dev = preset_config(CLIP_PRESETS, preset, 'CLIP preset')['max_length'], 'cuda' if torch.cuda.is_available() else None
+    tok, enc = make_lm_encoder(text_model, max_length=L, device=dev)
     t0 = time.time()
     caps = [c for cs in frame_caption_pool(df, caption_pool, caption_seed, caption_vocabulary) for c in cs]
     out = build_text_state_cache(enc, tok, caps, out_dir, bs)
