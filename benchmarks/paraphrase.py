@@ -11,6 +11,7 @@ Three measurements, each optional:
 
 usage (CPU, ~4 min per trained CLIP at the defaults; one torch thread):
   python benchmarks/paraphrase.py --out /tmp/para --seeds 0 1 --n_images 2000 --size 32 --epochs 6
+  python benchmarks/paraphrase.py --out /tmp/para --vocabularies templates wordnet   # the captions' words (issue #18)
   python benchmarks/paraphrase.py --costs --no-text
   python benchmarks/paraphrase.py --no-text --pipelines text2img_diffusion/bundled/celeba64 NEW_BUNDLE --n_seeds 4
 """
@@ -33,25 +34,29 @@ KEYS = [('held_out_text_attrs', 'attr_accuracy'), ('held_out_text_attrs', 'negat
 
 
 def text_side(args) -> pd.DataFrame:
-    "Train both encoders per seed on one synthetic set; one row per (encoder, seed)"
+    "Train both encoders per seed and caption vocabulary on one synthetic set; a row per (encoder, vocabulary, seed)"
     rows = []
     with tempfile.TemporaryDirectory() as td:
         data = args.data_path or make_synthetic_celeba(Path(td)/'synth', args.n_images, seed=0)
         for seed in args.seeds:
-            for text_model in args.encoders:
-                out = Path(args.out or td)/f'{text_model.replace("/", "_")}-seed{seed}'
-                _, _, m = train_clip(out, data_path=str(data), preset=args.preset, n_images=args.n_images,
-                                     size=args.size, epochs=args.epochs, bs=args.bs, lr=args.lr, seed=seed,
-                                     text_model=text_model, adapter_layers=args.adapter_layers)
-                row = dict(encoder=text_model, seed=seed)
-                for k, sub in KEYS: row[f'{k}.{sub}' if sub else k] = m[k][sub] if sub else m[k]
-                rows.append(row); print(json.dumps(row), flush=True)
+            for vocabulary in args.vocabularies:
+                for text_model in args.encoders:
+                    name = f'{text_model.replace("/", "_")}-seed{seed}'
+                    out = Path(args.out or td)/(name if vocabulary == 'templates' else f'{name}-{vocabulary}')
+                    _, _, m = train_clip(out, data_path=str(data), preset=args.preset, n_images=args.n_images,
+                                         size=args.size, epochs=args.epochs, bs=args.bs, lr=args.lr, seed=seed,
+                                         text_model=text_model, adapter_layers=args.adapter_layers,
+                                         caption_vocabulary=vocabulary)
+                    row = dict(encoder=text_model, vocabulary=vocabulary, seed=seed)
+                    for k, sub in KEYS: row[f'{k}.{sub}' if sub else k] = m[k][sub] if sub else m[k]
+                    rows.append(row); print(json.dumps(row), flush=True)
     return pd.DataFrame(rows)
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    "mean ± sd over seeds per encoder"
-    g = df.drop(columns='seed').groupby('encoder', sort=False)
+    "mean ± sd over seeds per encoder (and vocabulary)"
+    by = ['encoder', 'vocabulary'] if 'vocabulary' in df else ['encoder']
+    g = df.drop(columns='seed').groupby(by, sort=False)
     mean, sd = g.mean(), g.std(ddof=1)
     return mean.round(3).astype(str) + ' ± ' + sd.round(3).astype(str) + f' (n={g.size().iloc[0]})'
 
@@ -112,6 +117,8 @@ if __name__ == '__main__':
     ap.add_argument('--data_path', help='CelebA-format folder (default: a fresh synthetic set of n_images)')
     ap.add_argument('--encoders', nargs='+', default=['scratch', 'minilm'])
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1])
+    ap.add_argument('--vocabularies', nargs='+', default=['templates'], choices=['templates', 'wordnet'],
+                    help="the training captions' words (train_clip's caption_vocabulary)")
     ap.add_argument('--preset', default='small'); ap.add_argument('--n_images', type=int, default=2000)
     ap.add_argument('--size', type=int, default=32); ap.add_argument('--epochs', type=int, default=6)
     ap.add_argument('--bs', type=int, default=64); ap.add_argument('--lr', type=float, default=2e-3)

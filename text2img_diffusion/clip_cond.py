@@ -5,14 +5,14 @@
 # %% ../nbs/03_clip_cond.ipynb #95c53b11
 from __future__ import annotations
 import json, math, os, random, shutil, socket, tempfile, time, warnings
-import hashlib, importlib.util, zipfile
+import hashlib, importlib.util, zipfile, zlib
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 import matplotlib.pyplot as plt, numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
-from fastcore.basics import store_attr
+from fastcore.basics import patch, store_attr
 from fastcore.meta import delegates
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
@@ -38,19 +38,23 @@ from .core import atomic_dir, atomic_write, preset_config
 from .data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, as_frame, captions_for, celeba_dls, load_celeba,
     make_synthetic_celeba, has_attributes, load_data)
 from .judge import CLIP_MEAN, CLIP_STD, load_faces
+from .latents import read_cache_meta
 
 # %% auto #0
-__all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', 'LM_CACHE_ENV', 'PARAPHRASES',
-           'HELD_OUT_PARAPHRASES', 'train_caption_tokenizer', 'caption_corpus', 'clip_config', 'make_clip',
-           'encoder_max_length', 'tokenize_prompts', 'encode_prompts', 'TextConditioner', 'save_clip', 'hub_reachable',
-           'ClipNotAvailable', 'is_lm_encoder_folder', 'load_clip', 'load_text_encoder', 'file_sha256',
+__all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', 'LM_CACHE_ENV', 'TRAINED_PARTITIONS',
+           'PARAPHRASES', 'HELD_OUT_PARAPHRASES', 'train_caption_tokenizer', 'caption_corpus', 'clip_config',
+           'make_clip', 'encoder_max_length', 'tokenize_prompts', 'encode_prompts', 'TextConditioner', 'save_clip',
+           'hub_reachable', 'ClipNotAvailable', 'is_lm_encoder_folder', 'load_clip', 'load_text_encoder', 'file_sha256',
            'text_model_cache', 'LanguageModelNotAvailable', 'LanguageModelChanged', 'check_sha256',
            'packaged_model_zip', 'extract_packaged_model', 'resolve_language_model', 'load_language_model',
-           'LMTextEncoder', 'make_lm_encoder', 'clip_pixels', 'ClipContrastive', 'clip_loss', 'ClipAttrLoss',
-           'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip', 'text_features',
-           'image_features', 'clip_score', 'load_images', 'retrieval_recall', 'linear_probe', 'template_caption',
-           'paraphrase_recall', 'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip', 'pca_2d',
-           'plot_embedding_space', 'train_clip', 'train_clip_cli']
+           'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool', 'frame_caption_pool', 'latent_caption_pool',
+           'tokenizer_fingerprint', 'text_state_key', 'TextStatesStale', 'read_text_state_meta', 'TextStateCache',
+           'build_text_state_cache', 'caption_pool_settings', 'attach_text_states', 'detach_text_states',
+           'build_run_text_states', 'clip_pixels', 'ClipContrastive', 'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1',
+           'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip', 'text_features', 'image_features',
+           'clip_score', 'load_images', 'retrieval_recall', 'linear_probe', 'template_caption', 'paraphrase_recall',
+           'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip', 'pca_2d', 'plot_embedding_space',
+           'train_clip', 'train_clip_cli']
 
 # %% ../nbs/03_clip_cond.ipynb #6e7f5b10
 BOS, EOS, PAD, UNK = '<|startoftext|>', '<|endoftext|>', '<pad>', '<unk>'
@@ -76,13 +80,16 @@ def train_caption_tokenizer(captions, vocab_size: int = 2000, max_length: int = 
                                    model_max_length=max_length, padding_side='right', truncation_side='right')
 
 # %% ../nbs/03_clip_cond.ipynb #8c2991db
-def caption_corpus(df: pd.DataFrame, n_per_image: int = 4, seed: int = 0, partition: str|None = 'train') -> list:
-    "Captions written for the rows of `df` (only `partition`, if given): the text a caption tokenizer is trained on"
+def caption_corpus(df: pd.DataFrame, n_per_image: int = 4, seed: int = 0, partition: str|None = 'train',
+                   vocabulary: str = 'templates') -> list:
+    """Captions written for the rows of `df` (only `partition`, if given) in the words of `vocabulary`: the text a
+    caption tokenizer is trained on"""
     if partition is not None: df = df[df['partition'] == partition]
     rendered = df.attrs.get('celeba', {}).get('rendered')
     A = df[list(CELEBA_ATTRS)].to_numpy() if has_attributes(df) else []   # data with captions only: its own
     out = [c for i, a in enumerate(A)
-           for c in captions_for(a, n=n_per_image, seed=seed * 1_000_003 + i, rendered=rendered)]
+           for c in captions_for(a, n=n_per_image, seed=seed * 1_000_003 + i, rendered=rendered,
+                                 vocabulary=vocabulary)]
     if 'captions' in df.columns: out += [c for cs in df['captions'] if isinstance(cs, list) for c in cs]
     return out
 
@@ -413,7 +420,10 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, lm_source: str = 'minilm', lm_sha256: str|None = None, lm_dim: int = 384,
                  hidden_size: int = 128, max_position_embeddings: int = 48, adapter_layers: int = 1,
-                 num_attention_heads: int = 4):
+                 num_attention_heads: int = 4, caption_pool: int = 0, caption_seed: int = 0,
+                 caption_vocabulary: str = 'templates'):
+        # caption_*: the fixed caption pool the adapter was trained on (0: fresh captions), a record that 04 and 05
+        # read to draw the same pool, so that one text-state cache serves all three stages
         super().__init__()
         self.norm_in, self.proj = nn.LayerNorm(lm_dim), nn.Linear(lm_dim, hidden_size)
         self.layers = nn.ModuleList([nn.TransformerEncoderLayer(hidden_size, num_attention_heads, 2 * hidden_size,
@@ -421,6 +431,8 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         self.norm_out = nn.LayerNorm(hidden_size)
         object.__setattr__(self, '_lm', None)       # not a submodule: never in the state dict, never trained
         object.__setattr__(self, 'state_cache', None)   # {token ids: LM states} when `cache_states` is on
+        object.__setattr__(self, 'state_file', None)    # an on-disk `TextStateCache` (`use_state_cache`), or None
+        object.__setattr__(self, 'state_counts', None)  # captions served from disk / memory / computed
 
     @property
     def language_model(self) -> nn.Module:
@@ -445,8 +457,11 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         return self
 
     def cache_states(self, on: bool = True):
-        "Keep the language model's states of every caption seen (CPU, float16), keyed by its token ids"
-        object.__setattr__(self, 'state_cache', {} if on else None); return self
+        "Keep the language model's states of every caption seen (CPU, float16), keyed by its token ids (off: none)"
+        object.__setattr__(self, 'state_cache', {} if on else None)
+        object.__setattr__(self, 'state_counts', dict(disk=0, memory=0, computed=0) if on else None)
+        if not on: object.__setattr__(self, 'state_file', None)
+        return self
 
     def _run_lm(self, input_ids, attention_mask) -> torch.Tensor:
         n = int(attention_mask.any(0).nonzero().max()) + 1 if attention_mask.any() else 1   # past the last real token
@@ -459,12 +474,17 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         if self.state_cache is None: return self._run_lm(input_ids, attention_mask)
         ids, lens = input_ids.cpu(), attention_mask.sum(1).tolist()
         keys = [ids[i, :k].numpy().tobytes() for i, k in enumerate(lens)]
-        miss = [i for i, k in enumerate(keys) if k not in self.state_cache]
-        if miss:
+        rows = [None] * len(keys) if self.state_file is None else [self.state_file.get(k) for k in keys]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}             # a caption twice in a batch: run once
+        miss = [i for i, k in enumerate(keys) if rows[i] is None and k not in self.state_cache and first[k] == i]
+        if miss:   # not on disk, not seen before: run the language model once, keep the states in memory
             h = self._run_lm(input_ids[miss], attention_mask[miss]).half().cpu()
             for j, i in enumerate(miss): self.state_cache[keys[i]] = h[j, :lens[i]].clone()
         out = torch.zeros(*input_ids.shape, self.config.lm_dim)
-        for i, k in enumerate(keys): out[i, :lens[i]] = self.state_cache[k].float()
+        for i, k in enumerate(keys): out[i, :lens[i]] = rows[i] if rows[i] is not None else self.state_cache[k].float()
+        n_disk, c = sum(r is not None for r in rows), self.state_counts
+        c.update(disk=c['disk'] + n_disk, computed=c['computed'] + len(miss),
+                 memory=c['memory'] + len(keys) - n_disk - len(miss))
         return out.to(attention_mask.device)
 
     def forward(self, input_ids, attention_mask=None, return_dict: bool = True, **_):
@@ -497,6 +517,198 @@ def make_lm_encoder(text_model: str = 'minilm', hidden_size: int = 128, max_leng
     enc = LMTextEncoder(text_model, sha, lm.config.hidden_size, hidden_size, max_length, adapter_layers, heads)
     object.__setattr__(enc, '_lm', lm)
     return tok, enc.to(device or 'cpu')
+
+# %% ../nbs/03_clip_cond.ipynb #06fb2f56
+def _image_seed(seed: int, image_id) -> int:
+    "A caption seed for one image from the pool seed and the image's id (stable across processes and tables)"
+    return seed * 1_000_003 + zlib.crc32(str(image_id).encode())
+
+TRAINED_PARTITIONS = ('train', 'valid')   # the rows a stage draws training (and validation) captions for
+
+def draw_caption_pool(image_ids, attrs, k: int, seed: int = 0, rendered=None, own=None,
+                      vocabulary: str = 'templates', partitions=None) -> list:
+    """K captions per image in the words of `vocabulary`, drawn once with `captions_for` seeded by `seed` and the
+    image's id (attrs None: data without attributes, only its `own` captions); each image's `own` captions (lists
+    or None) are added to its pool.
+    With `partitions` (one per image), an image outside `TRAINED_PARTITIONS` gets none: no stage trains on it"""
+    if k < 1: raise ValueError(f"a caption pool needs k >= 1 captions per image, got {k}")
+    ids = [str(i) for i in image_ids]
+    pool = ([[] for _ in ids] if attrs is None else
+            [captions_for(a, n=k, seed=_image_seed(seed, i), rendered=rendered, vocabulary=vocabulary)
+             for i, a in zip(ids, attrs)])
+    if own is not None: pool = [p + (o if isinstance(o, list) else []) for p, o in zip(pool, own)]
+    if partitions is not None: pool = [p if q in TRAINED_PARTITIONS else [] for p, q in zip(pool, partitions)]
+    return pool
+
+# %% ../nbs/03_clip_cond.ipynb #0c90f480
+def frame_caption_pool(df: pd.DataFrame, k: int, seed: int = 0, vocabulary: str = 'templates') -> list:
+    "`draw_caption_pool` for the rows of a `load_data` table (its own captions added; test rows none), in row order"
+    rendered = df.attrs.get('celeba', {}).get('rendered')
+    attrs = df[list(CELEBA_ATTRS)].to_numpy() if has_attributes(df) else None
+    own = df['captions'] if 'captions' in df.columns else None
+    return draw_caption_pool(df.index, attrs, k, seed, rendered, own, vocabulary, df['partition'])
+
+def latent_caption_pool(cache_dir, k: int, seed: int = 0, vocabulary: str = 'templates') -> list:
+    "`draw_caption_pool` for every row of a latent cache (02b; test and skipped rows none), in row order: 04's and 05's"
+    meta = read_cache_meta(cache_dir)
+    if meta is None: raise FileNotFoundError(f"no finished latent cache in {cache_dir} (expected meta.json)")
+    idx = pd.read_csv(Path(cache_dir)/'index.csv', dtype={'image_id': str})
+    own = Path(cache_dir)/'captions.json'
+    own = json.loads(own.read_text()) if own.exists() else None
+    attrs = idx[list(CELEBA_ATTRS)].to_numpy() if meta.get('attributes', True) else None
+    return draw_caption_pool(idx['image_id'], attrs, k, seed, meta.get('rendered'), own, vocabulary, idx['partition'])
+
+# %% ../nbs/03_clip_cond.ipynb #a4d92362
+def tokenizer_fingerprint(tokenizer) -> str:
+    "A hash of everything that decides a tokenizer's ids (a fast tokenizer's full serialisation, else its vocabulary)"
+    backend = getattr(tokenizer, 'backend_tokenizer', None)
+    if backend is None: text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    else:   # less the padding and truncation a call leaves set: the call's, not the tokenizer's, settings
+        text = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ('padding', 'truncation')},
+                          sort_keys=True)
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{text}".encode()).hexdigest()[:16]
+
+def text_state_key(encoder: LMTextEncoder, tokenizer) -> dict:
+    "What a text-state cache is keyed by, besides its captions: the language model, the tokenizer, the max length"
+    if not isinstance(encoder, LMTextEncoder):
+        raise TypeError(f"a text-state cache holds a pretrained language model's states; got {type(encoder).__name__}")
+    return dict(lm_sha256=encoder.config.lm_sha256, lm_dim=encoder.config.lm_dim,
+                tokenizer=tokenizer_fingerprint(tokenizer), max_length=encoder_max_length(tokenizer, encoder),
+                dtype='float16')
+
+# %% ../nbs/03_clip_cond.ipynb #f7612687
+class TextStatesStale(ValueError): "A text-state cache made for another language model, tokenizer or max length"
+
+def read_text_state_meta(path) -> dict|None:
+    "The text-state cache's meta.json, or None when `path` holds no finished cache"
+    p = Path(path)
+    return json.loads((p/'meta.json').read_text()) if (p/'meta.json').is_file() and (p/'states.npy').is_file() else None
+
+class TextStateCache:
+    "The float16 states of a text-state cache (`build_text_state_cache`), memory-mapped, looked up by token ids"
+    def __init__(self, path):
+        self.path, self.meta = Path(path), read_text_state_meta(path)
+        if self.meta is None:
+            raise FileNotFoundError(f"no finished text-state cache in {self.path} (expected states.npy and "
+                                    "meta.json; build it with build_text_state_cache)")
+        ids, off = np.load(self.path/'token_ids.npy'), np.load(self.path/'offsets.npy')
+        self.rows = {ids[a:b].astype(np.int64).tobytes(): (a, b) for a, b in zip(off[:-1], off[1:])}
+        self.states = np.load(self.path/'states.npy', mmap_mode='r')
+    def __len__(self): return len(self.rows)
+    def __contains__(self, key: bytes): return key in self.rows
+    def get(self, key: bytes) -> torch.Tensor|None:
+        "The states [n_tokens, lm_dim] (float32) of the token ids whose int64 bytes are `key`; None: not cached"
+        r = self.rows.get(key)
+        return None if r is None else torch.from_numpy(np.asarray(self.states[r[0]:r[1]], dtype=np.float32))
+    def check(self, encoder, tokenizer):
+        "Refuse the cache if it was made for another language model, tokenizer or max length than these"
+        key, was = text_state_key(encoder, tokenizer), self.meta['key']
+        diff = [k for k in key if was.get(k) != key[k]]
+        if diff:
+            raise TextStatesStale(f"the text-state cache {self.path} was made with a different {', '.join(diff)} "
+                                  "(rebuild it with build_text_state_cache, or delete it)")
+        return self
+    def __repr__(self): return f"TextStateCache({self.path}, {len(self)} captions, {len(self.states)} tokens)"
+
+# %% ../nbs/03_clip_cond.ipynb #427f3f70
+@torch.no_grad()
+def build_text_state_cache(encoder: LMTextEncoder, tokenizer, captions, out_dir, bs: int = 128,
+                           force: bool = False) -> Path:
+    """The language model's float16 states of every distinct caption in `captions` (and the empty prompt), ragged, in
+    a memory-mapped cache at `out_dir`; kept if it already holds them all for this model, tokenizer and length"""
+    out, key = Path(out_dir), text_state_key(encoder, tokenizer)
+    caps = sorted(set(_as_prompts(list(captions))) | {''})
+    enc = tokenize_prompts(caps, tokenizer, key['max_length'], warn=False)
+    lens = enc['attention_mask'].sum(1)
+    seqs = {enc['input_ids'][i, :n].numpy().tobytes(): i for i, n in enumerate(lens.tolist())}   # distinct ids
+    meta = read_text_state_meta(out)
+    if meta is not None and not force:
+        diff = [k for k in key if meta['key'].get(k) != key[k]]
+        if not diff:
+            held = TextStateCache(out).rows
+            missing = sum(s not in held for s in seqs)
+            if not missing: return out
+            diff = [f"caption set ({missing} of the {len(seqs)} captions asked for are not in it)"]
+        warnings.warn(f"text-state cache {out} is stale (it was made with a different {', '.join(diff)}); "
+                      "rebuilding it")
+    rows = sorted(seqs.values(), key=lambda i: (int(lens[i]), i))     # by length: batches run over few pads
+    off = np.concatenate([[0], np.cumsum(lens[rows].numpy())]).astype(np.int64)
+    was_training, t0 = encoder.training, time.time()
+    encoder.eval()
+    def write(d):
+        states = np.lib.format.open_memmap(Path(d)/'states.npy', mode='w+', dtype=np.float16,
+                                           shape=(int(off[-1]), key['lm_dim']))
+        ids = np.empty(int(off[-1]), dtype=np.int32)
+        for s in progress_bar(range(0, len(rows), bs), leave=False):
+            b = rows[s:s+bs]
+            h = encoder._run_lm(enc['input_ids'][b].to(encoder.device), enc['attention_mask'][b].to(encoder.device))
+            h = h.half().cpu().numpy()
+            for j, i in enumerate(b):
+                a, e = off[s + j], off[s + j + 1]
+                states[a:e], ids[a:e] = h[j, :e - a], enc['input_ids'][i, :e - a].numpy()
+        states.flush(); del states
+        np.save(Path(d)/'token_ids.npy', ids); np.save(Path(d)/'offsets.npy', off)
+        meta = dict(key=key, n_captions=len(rows), n_tokens=int(off[-1]), lm_source=encoder.config.lm_source,
+                    seconds=round(time.time() - t0, 1), created=time.time())
+        (Path(d)/'meta.json').write_text(json.dumps(meta, indent=1))
+    atomic_dir(out, write)
+    encoder.train(was_training)
+    return out
+
+# %% ../nbs/03_clip_cond.ipynb #7a0797cd
+@patch
+def use_state_cache(self: LMTextEncoder, path, tokenizer):
+    """Read the language model's states from the text-state cache at `path` (refused if made for another model,
+    tokenizer or length); a caption not in it is run through the model once and kept in memory.
+    Off: `cache_states(False)`"""
+    cache = TextStateCache(path).check(self, tokenizer)
+    self.cache_states()
+    object.__setattr__(self, 'state_file', cache)
+    return self
+
+# %% ../nbs/03_clip_cond.ipynb #6555330b
+def caption_pool_settings(text_encoder, caption_pool: int|None = None, caption_seed: int|None = None,
+                          caption_vocabulary: str|None = None) -> tuple:
+    """(captions per image, pool seed, vocabulary) a stage trains with: each as given, else the pool a pretrained-LM
+    encoder's adapter was trained on (its config), else (0, 0, 'templates'): a fresh caption per read of an image"""
+    cfg = text_encoder.config if isinstance(text_encoder, LMTextEncoder) else {}
+    pick = lambda v, k, d: v if v is not None else cfg.get(k, d)
+    return (int(pick(caption_pool, 'caption_pool', 0)), int(pick(caption_seed, 'caption_seed', 0)),
+            pick(caption_vocabulary, 'caption_vocabulary', 'templates'))
+
+def attach_text_states(conditioner, captions, text_states=None):
+    """Serve a pretrained-LM conditioner's states for `captions` from the text-state cache at `text_states` (built
+    if missing or stale), or (None) from memory, each computed once; nothing for another text encoder"""
+    enc = conditioner.text_encoder
+    if not isinstance(enc, LMTextEncoder): return None
+    if text_states is None: return enc.cache_states()
+    build_text_state_cache(enc, conditioner.tokenizer, captions, text_states)
+    return enc.use_state_cache(text_states, conditioner.tokenizer)
+
+def detach_text_states(conditioner) -> dict|None:
+    "Stop caching a pretrained-LM conditioner's states; how many captions came from disk, from memory, from the LM"
+    enc = conditioner.text_encoder
+    if not isinstance(enc, LMTextEncoder): return None
+    counts = None if enc.state_counts is None else dict(enc.state_counts)
+    enc.cache_states(False)
+    return counts
+
+# %% ../nbs/03_clip_cond.ipynb #c08e24b9
+def build_run_text_states(out_dir, data_path, text_model: str = 'minilm', preset: str = 'small', caption_pool: int = 4,
+                          caption_seed: int = 0, caption_vocabulary: str = 'templates', bs: int = 128,
+                          threads: int|None = None) -> Path:
+    """A training run's text-state cache: the states of the caption pool of every image of the data at `data_path`,
+    which 03, 04 and 05 each draw a part of (the pipeline's `text_states` stage; `preset` decides the max length)"""
+    if threads: torch.set_num_threads(threads)
+    df = load_data(data_path)
+    L, dev = preset_config(CLIP_PRESETS, preset, 'CLIP preset')['max_length'], 'cuda' if torch.cuda.is_available() else None
+    tok, enc = make_lm_encoder(text_model, max_length=L, device=dev)
+    t0 = time.time()
+    caps = [c for cs in frame_caption_pool(df, caption_pool, caption_seed, caption_vocabulary) for c in cs]
+    out = build_text_state_cache(enc, tok, caps, out_dir, bs)
+    print(f"text-state cache {out}: {len(caps)} captions of {len(df)} images, "
+          f"{read_text_state_meta(out)['n_captions']} distinct, in {time.time() - t0:.1f} s")
+    return out
 
 # %% ../nbs/03_clip_cond.ipynb #fc60c437
 # Not judge.clip_preprocess: that one resizes bilinearly, checks the value range (a GPU sync per batch) and normalises
@@ -905,6 +1117,9 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                text_model: str = 'scratch',    # text tower: 'scratch' (trained here), 'minilm', an LM folder or hub id
                adapter_layers: int = 1,        # transformer layers in a language model's adapter (0: LayerNorm+Linear)
                caption_pool: int = 0,          # captions per image, drawn once (0: fresh each time); LM states cached
+               caption_vocabulary: str = 'templates',  # words captions are written in: 'templates' or 'wordnet'
+               caption_seed: int = 0,          # seed of the caption pool (with each image's id; 04 and 05 use it)
+               text_states: str|None = None,   # on-disk LM state cache of the pool (built if missing; None: RAM)
               ) -> tuple:
     "Train an in-domain CLIP on CelebA at `data_path` (None: a fresh synthetic set) and save it to `out_dir`"
     out_dir = Path(out_dir)
@@ -916,7 +1131,7 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
             attr_weight, text_attr_weight, evaluate = 0., 0., False
         p = preset_config(CLIP_PRESETS, preset, 'CLIP preset')
         if text_model == 'scratch':
-            corpus = caption_corpus(df, 4, seed)
+            corpus = caption_corpus(df, 4, seed, vocabulary=caption_vocabulary)
             tok = train_caption_tokenizer(corpus, vocab_size=p['vocab_size'], max_length=p['max_length'])
             set_seed(seed)
             model = make_clip(preset, tok, image_size=size, seed=seed)
@@ -924,16 +1139,14 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
             set_seed(seed)
             tok, enc = make_lm_encoder(text_model, p['text']['hidden_size'], p['max_length'], adapter_layers, seed)
             model = make_lit_clip(preset, enc, image_size=size, seed=seed)
-            if caption_pool: enc.cache_states()
+            enc.register_to_config(caption_pool=caption_pool, caption_seed=caption_seed,   # 04 and 05 read these
+                                   caption_vocabulary=caption_vocabulary)
         if caption_pool:   # a fixed pool of captions per image: each caption's language-model states computed once
-            rendered = df.attrs.get('celeba', {}).get('rendered')
-            pool = [captions_for(a, n=caption_pool, seed=seed * 1_000_003 + i, rendered=rendered)
-                    for i, a in enumerate(df[list(CELEBA_ATTRS)].to_numpy())]
-            if 'captions' in df.columns:
-                pool = [p + (c if isinstance(c, list) else []) for p, c in zip(pool, df.captions)]
-            df = df.assign(captions=pool)
+            df = df.assign(captions=frame_caption_pool(df, caption_pool, caption_seed, caption_vocabulary))
+            if text_model != 'scratch':
+                attach_text_states(TextConditioner(tok, enc), [c for cs in df.captions for c in cs], text_states)
         dls = celeba_dls(data_path, size=size, bs=bs, seed=seed, num_workers=num_workers, df=df, device=device,
-                         captions_mode='override' if caption_pool else 'extend')
+                         captions_mode='override' if caption_pool else 'extend', caption_vocabulary=caption_vocabulary)
         learn = clip_learner(dls, model, tok, lr=lr, attr_weight=attr_weight, text_attr_weight=text_attr_weight)
         t0 = time.time()
         learn.fit_one_cycle(epochs, lr)
@@ -941,6 +1154,8 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,
                        attr_weight=attr_weight, text_attr_weight=text_attr_weight, text_model=text_model,
                        adapter_layers=adapter_layers if text_model != 'scratch' else None, caption_pool=caption_pool,
+                       caption_vocabulary=caption_vocabulary, caption_seed=caption_seed,
+                       text_state_counts=enc.state_counts if text_model != 'scratch' else None,
                        train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=final)
         if text_model != 'scratch': enc.cache_states(False)

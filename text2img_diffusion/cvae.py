@@ -15,7 +15,8 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
-from .clip_cond import TextConditioner
+from .clip_cond import (TextConditioner, attach_text_states, caption_pool_settings,
+    detach_text_states, latent_caption_pool)
 from .core import atomic_dir, preset_config
 from .latents import latent_dls, read_cache_meta
 from .training import Checkpoint, ImageGrid, LossWarmup, MetricsLog, load_checkpoint, trained_model
@@ -272,6 +273,10 @@ def train_cvae(cache_dir,                     # latent cache folder (latents.bui
                num_workers: int = 0,          # data loader worker processes
                checkpoint_every: int = 1,     # epochs between checkpoints (the last epoch always has one)
                sample_every: int = 1,         # epochs between prior grids (0: none)
+               caption_pool: int|None = None, # captions per image drawn once (0: fresh; None: an LM encoder's own pool)
+               caption_seed: int|None = None, # seed of that pool (None: the LM encoder's, as 03 drew it; else 0)
+               caption_vocabulary: str|None = None,  # words of the pool (None: the LM encoder's; else 'templates')
+               text_states: str|None = None,  # on-disk LM state cache (03; built if missing); None: in memory
                cbs=None) -> Learner:          # extra fastai callbacks
     "Train a CVAE prior on a latent cache with a frozen text `conditioner`; saves it to `out_dir`/cvae"
     meta = read_cache_meta(cache_dir)
@@ -281,7 +286,10 @@ def train_cvae(cache_dir,                     # latent cache folder (latents.bui
     bs, lr = bs or p['bs'], lr or p['lr']
     out = Path(out_dir or tempfile.mkdtemp(prefix='cvae-')); out.mkdir(parents=True, exist_ok=True)
     set_seed(seed, reproducible=True)
-    dls = latent_dls(cache_dir, bs=bs, num_workers=num_workers, seed=seed, device=conditioner.device)
+    k, pseed, vocab = caption_pool_settings(conditioner.text_encoder, caption_pool, caption_seed, caption_vocabulary)
+    pool = latent_caption_pool(cache_dir, k, pseed, vocab) if k else None   # the pool 03 trained on, face by face
+    if pool is not None: attach_text_states(conditioner, [c for cs in pool for c in cs], text_states)
+    dls = latent_dls(cache_dir, bs=bs, num_workers=num_workers, seed=seed, device=conditioner.device, pool=pool)
     c, h, w = meta['shape'][1:]
     cvae = cvae_from_preset(preset, c, h, conditioner.dim).to(conditioner.device)
     log = MetricsLog(out)
@@ -290,22 +298,28 @@ def train_cvae(cache_dir,                     # latent cache folder (latents.bui
     learn = cvae_learner(dls, cvae, conditioner, lr=lr, beta=beta, free_bits=free_bits, warmup=warmup,
                          warmup_kind=warmup_kind, cbs=extra + list(cbs or []))
     start = load_checkpoint(learn, resume) if resume is not None else 0
-    learn.fit_one_cycle(epochs, lr, start_epoch=start)
+    try: learn.fit_one_cycle(epochs, lr, start_epoch=start)
+    finally: counts = detach_text_states(conditioner)
     save_cvae(cvae, out/'cvae')
     log.write(preset=preset, epochs=epochs, bs=bs, lr=lr, beta=beta, free_bits=free_bits, warmup=warmup,
               warmup_kind=warmup_kind, seed=seed, resumed_from_epoch=start, latent_shape=[c, h, w],
-              params=sum(q.numel() for q in cvae.parameters()))
+              params=sum(q.numel() for q in cvae.parameters()), caption_pool=k, caption_seed=pseed,
+              caption_vocabulary=vocab, text_state_counts=counts)
     return learn
 
 # %% ../nbs/04_cvae.ipynb #30dd6f50
 def cvae_stage(out_dir, vae_path, text_encoder_path, cache_dir, preset: str = 'tiny', epochs: int = 2,
                bs: int|None = None, lr: float|None = None, beta: float = 1.0, free_bits: float = 0.1,
-               warmup: float = 0.3, warmup_kind: str = 'linear', resume=None, seed: int = 0) -> Learner:
+               warmup: float = 0.3, warmup_kind: str = 'linear', resume=None, seed: int = 0,
+               caption_pool: int|None = None, caption_seed: int|None = None, caption_vocabulary: str|None = None,
+               text_states: str|None = None) -> Learner:
     "`train_cvae` with the VAE, text encoder and latent cache a training run made (the notebook's run, as one call)"
     vae = load_pretrained_vae(str(vae_path)).eval()
     cond = TextConditioner.from_pretrained(text_encoder_path)
     return train_cvae(cache_dir, cond, out_dir, preset=preset, epochs=epochs, bs=bs, lr=lr, beta=beta,
-                      free_bits=free_bits, warmup=warmup, warmup_kind=warmup_kind, vae=vae, resume=resume, seed=seed)
+                      free_bits=free_bits, warmup=warmup, warmup_kind=warmup_kind, vae=vae, resume=resume, seed=seed,
+                      caption_pool=caption_pool, caption_seed=caption_seed, caption_vocabulary=caption_vocabulary,
+                      text_states=text_states)
 
 # %% ../nbs/04_cvae.ipynb #fa034dfc
 def mean_pairwise_distance(x: torch.Tensor) -> float:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #afb411a2
 from __future__ import annotations
-import io, json, math, os, random, shutil, tempfile, warnings, zipfile
+import functools, io, json, math, os, random, re, shutil, tempfile, warnings, zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -18,9 +18,11 @@ from fasttransform import Transform
 
 # %% auto #0
 __all__ = ['CELEBA_ATTRS', 'PARTITIONS', 'OFFICIAL_SPLIT', 'IMAGE_EXTS', 'UNKNOWN', 'ZIP_SEP', 'ATTR_PHRASES', 'NEGATABLE',
-           'SYNTHETIC_RENDERED', 'HAIR_COLOURS', 'DATA_LAYOUTS', 'has_attributes', 'CelebAFilesNotFound',
-           'find_celeba_files', 'read_celeba_table', 'open_image_bytes', 'to_rgb', 'read_image', 'verify_images',
-           'load_celeba', 'captions_for', 'read_captions_file', 'pick_caption', 'sample_attributes', 'draw_face',
+           'ATTR_SYNONYMS', 'CAPTION_FRAMES', 'FRAME_SYNONYMS', 'CAPTION_VOCABULARIES', 'WORDNET_SOURCES',
+           'FRAME_SOURCES', 'HELD_OUT_WORDS', 'NEAR_HELD_OUT', 'WORDNET_DROPPED', 'SYNTHETIC_RENDERED', 'HAIR_COLOURS',
+           'DATA_LAYOUTS', 'has_attributes', 'CelebAFilesNotFound', 'find_celeba_files', 'read_celeba_table',
+           'open_image_bytes', 'to_rgb', 'read_image', 'verify_images', 'load_celeba', 'caption_words', 'captions_for',
+           'read_captions_file', 'pick_caption', 'WordNet', 'derive_attr_synonyms', 'sample_attributes', 'draw_face',
            'make_synthetic_celeba', 'write_original_layout', 'crop_box', 'load_face', 'CelebAItems', 'ScaleImages',
            'items_dls', 'DataNotRecognised', 'seeded_split', 'load_captioned_folder', 'find_mm_celeba_hq',
            'load_mm_celeba_hq', 'data_kind', 'load_data', 'data_summary', 'as_frame', 'celeba_dls', 'folder_dls',
@@ -313,6 +315,119 @@ ATTR_PHRASES = {
 }
 NEGATABLE = ('Eyeglasses', 'Wearing_Hat', 'Smiling', 'No_Beard')
 
+# %% ../nbs/00_data.ipynb #c3e5f7a9
+# attribute → (more phrases when true, more when false): derived from WordNet 3.0 and hand-reviewed (the section
+# *A wider vocabulary from WordNet* re-derives it); the sentence frames' words, the templates' own and more
+ATTR_SYNONYMS = {
+    'Arched_Eyebrows': (['arced eyebrows', 'arching eyebrows', 'bowed eyebrows'], []),
+    'Attractive': (['fine-looking', 'handsome', 'pretty', 'lovely', 'bonny', 'comely', 'gorgeous', 'photogenic'], []),
+    'Bags_Under_Eyes': (['weary eyes', 'bleary eyes', 'puffy eyes'], []),
+    'Bald': (['bald-headed', 'bald-pated'], []),
+    'Big_Lips': (['thick lips', 'plump lips', 'fleshy lips', 'large lips'], []),
+    'Big_Nose': (['an enormous nose', 'a gargantuan nose', 'a giant nose', 'a prominent nose', 'a beak', 'a honker',
+                  'a hooter', 'a snoot', 'a conk', 'a hawk nose', 'a proboscis', 'a roman nose',
+                  'a hooknose'], []),
+    'Black_Hair': (['coal-black', 'jet', 'pitch-black', 'ink-black', 'inky', 'inky-black', 'sable'], []),
+    'Blond_Hair': (['ash-blonde', 'fairish', 'sandy', 'yellow', 'yellowish', 'gold'], []),
+    'Blurry': (['a blurred photo of', 'a foggy photo of', 'a fuzzy photo of', 'a hazy photo of', 'a blurry picture of',
+                'a foggy picture of', 'a fuzzy picture of', 'a hazy picture of'], []),
+    'Brown_Hair': (['brownish', 'chocolate-brown', 'dark-brown', 'hazel'], []),
+    'Bushy_Eyebrows': (['dense eyebrows', 'heavy eyebrows'], []),
+    'Chubby': (['plump', 'podgy', 'pudgy', 'tubby', 'roly-poly', 'fleshy', 'portly', 'stout', 'fattish'], []),
+    'Eyeglasses': (['pince-nez', 'sunglasses', 'dark glasses', 'shades'],
+                   ['without spectacles', 'without eyeglasses', 'with no spectacles', 'with no eyeglasses',
+                    'no spectacles', 'no eyeglasses', 'no glasses', 'not wearing spectacles',
+                    'not wearing eyeglasses', 'not wearing glasses']),
+    'Goatee': (['a vandyke beard', 'a vandyke'],
+               ['without a goatee', 'no goatee']),
+    'Gray_Hair': (['greyish', 'grayish', 'silvery', 'silverish', 'hoary', 'white', 'grizzled'], []),
+    'Heavy_Makeup': (['heavy make-up', 'lots of makeup', 'lots of make-up'], []),
+    'High_Cheekbones': (['prominent cheekbones'], []),
+    'Male': (['male', 'male person', 'adult male'],
+             ['female person', 'adult female', 'dame', 'madam', 'gentlewoman']),
+    'Mouth_Slightly_Open': (['an open mouth'], []),
+    'Mustache': (['a mustachio', 'a moustachio'],
+                 ['without a mustache', 'without a moustache', 'with no mustache', 'with no moustache', 'no mustache',
+                  'no moustache']),
+    'Narrow_Eyes': (['squinting eyes', 'narrowed eyes'], []),
+    'No_Beard': (['a shaven face', 'a shaved face', 'no facial hair'],
+                 ['unshaven', 'unshaved', 'with facial hair', 'with a full beard']),
+    'Oval_Face': (['an egg-shaped face', 'an elliptical face', 'an oval-shaped face', 'an ovoid face'], []),
+    'Pale_Skin': (['pallid skin', 'wan skin', 'a pallid complexion', 'a wan complexion', 'pasty skin', 'milky skin',
+                   'whitish skin', 'a pallor'], []),
+    'Pointy_Nose': (['a sharp nose', 'a peaked nose', 'a tapered nose', 'a tapering nose'], []),
+    'Rosy_Cheeks': (['rubicund cheeks', 'ruddy cheeks', 'florid cheeks', 'red cheeks', 'reddish cheeks',
+                     'cherry-red cheeks', 'crimson cheeks', 'pinkish cheeks'], []),
+    'Sideburns': (['burnsides'],
+                  ['without sideburns', 'without burnsides', 'no sideburns', 'no burnsides']),
+    'Smiling': (['happy', 'glad', 'jolly', 'jovial', 'merry', 'laughing', 'smirking', 'simpering'],
+                ['with a grave expression', 'with a sober expression', 'with a solemn expression', 'with a grave face',
+                 'with a sober face', 'with a solemn face', 'deadpan', 'expressionless', 'impassive',
+                 'poker-faced', 'frowning', 'glowering', 'scowling', 'not grinning']),
+    'Straight_Hair': (['uncurled', 'sleek', 'lank'], []),
+    'Wavy_Hair': (['curled', 'curling', 'frizzy', 'permed', 'ringleted'], []),
+    'Wearing_Earrings': (['pendant earrings', 'drop earrings'],
+                         ['without earrings', 'no earrings']),
+    'Wearing_Hat': (['a boater', 'a panama', 'a panama hat', 'a straw hat', 'a bonnet', 'a bowler hat', 'a bowler',
+                     'a derby hat', 'a slouch hat', 'a cowboy hat', 'a ten-gallon hat',
+                     'a deerstalker', 'an opera hat', 'a felt hat', 'a homburg', 'a stetson',
+                     'a trilby', 'a fur hat', 'a snap-brim hat', 'a sombrero', "a sou'wester",
+                     'a sunhat', 'a sun hat', 'a toque', 'a baseball cap', 'a jockey cap',
+                     'a golf cap', 'a beret', 'a cloth cap', 'a flat cap', 'a coonskin cap',
+                     'a fez', 'a garrison cap', 'an overseas cap', 'a peaked cap', 'a service cap',
+                     'a yachting cap', 'a mortarboard', 'a sailor cap', 'a ski cap',
+                     'a stocking cap', 'a skullcap', 'a tam', "a tam-o'-shanter", 'a watch cap',
+                     'headgear'],
+                    ['not wearing a hat', 'not wearing a cap', 'with no cap', 'without headgear', 'with no headgear']),
+    'Wearing_Lipstick': (['lip rouge', 'lip-gloss', 'carmine lipstick', 'cherry-red lipstick', 'crimson lipstick',
+                          'ruby lipstick'],
+                         ['without lipstick', 'without lip rouge', 'no lipstick', 'no lip rouge']),
+    'Wearing_Necklace': (['a chain', 'a choker', 'a pendant', 'a locket'],
+                         ['without a necklace', 'no necklace']),
+    'Wearing_Necktie': (['a bolo tie', 'a bow tie', 'a bow-tie', 'a bowtie', 'a windsor tie', 'neckwear'],
+                        ['without a necktie', 'without a tie', 'no necktie', 'no tie', 'not wearing a necktie',
+                         'not wearing a tie']),
+    'Young': (['adolescent', 'teen', 'teenage', 'teenaged'], []),
+}
+CAPTION_FRAMES = dict(someone=['person', 'face'],
+                      photo=['a photo of', 'a portrait of', 'a picture of', 'a close-up of'],
+                      this=['this', 'the'], face=['face of', 'headshot of', 'portrait of'])
+FRAME_SYNONYMS = {
+    'someone': ['individual', 'human being', 'human'],
+    'photo': ['a photograph of', 'a pic of', 'a snapshot of', 'a snap of', 'an image of', 'a portrayal of',
+              'a closeup of', 'a headshot of'],
+    'face': ['countenance of', 'visage of', 'likeness of', 'closeup of'],
+}
+CAPTION_VOCABULARIES = ('templates', 'wordnet')
+
+# %% ../nbs/00_data.ipynb #d4f6a8b0
+def caption_words(name: str = 'templates') -> dict:
+    """The words captions are written in: attribute phrases, negatable attributes and sentence frames of the templates
+    (`'templates'`) or widened from WordNet (`'wordnet'`: each list half the templates' words, half WordNet's)"""
+    if name not in CAPTION_VOCABULARIES:
+        raise ValueError(f"caption vocabulary must be one of {CAPTION_VOCABULARIES}, got {name!r}")
+    if name == 'templates':
+        return dict(name=name, phrases=ATTR_PHRASES, negatable=NEGATABLE, male_only=('No_Beard',),
+                    frames=CAPTION_FRAMES, max_negations=None)
+    return _wide_vocabulary()
+
+def _half_and_half(own: list, more: list) -> list:
+    "`own` and `more` repeated so that a uniform draw picks either side half the time"
+    more = [m for m in dict.fromkeys(more) if m not in own]
+    return own * len(more) + more * len(own) if own and more else list(own or more)
+
+@functools.cache
+def _wide_vocabulary() -> dict:
+    phrases = {}
+    for k, (kind, pos, neg) in ATTR_PHRASES.items():
+        more_pos, more_neg = ATTR_SYNONYMS.get(k, ([], []))
+        neg = _half_and_half(neg or [], more_neg)
+        phrases[k] = (kind, _half_and_half(pos, more_pos), neg or None)
+    negatable = NEGATABLE + tuple(k for k in CELEBA_ATTRS if k not in NEGATABLE + ('Male', 'Young') and phrases[k][2])
+    frames = {k: _half_and_half(v, FRAME_SYNONYMS.get(k, [])) for k, v in CAPTION_FRAMES.items()}
+    return dict(name='wordnet', phrases=phrases, negatable=negatable,   # facial hair denied of men only
+                male_only=('No_Beard', 'Mustache', 'Goatee', 'Sideburns'), frames=frames, max_negations=2)
+
 # %% ../nbs/00_data.ipynb #8ae4f823
 def _attr_dict(attrs) -> dict:
     "Attributes as {name: 0/1} from a dict, Series or 40-long sequence in CelebA's order"
@@ -331,23 +446,27 @@ def _join(items):
 def _article(word): return 'an' if word[:1].lower() in 'aeiou' else 'a'
 
 # %% ../nbs/00_data.ipynb #f556d458
-def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate: float) -> str:
+def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate: float,
+             vocab: dict|None = None) -> str:
+    v = caption_words('templates') if vocab is None else vocab
+    phrases, frames = v['phrases'], v['frames']
     male = a.get('Male') if 'Male' in allowed else None
-    if male is None: noun = r.choice(['person', 'face'])
-    else: noun = r.choice(ATTR_PHRASES['Male'][1] if male else ATTR_PHRASES['Male'][2])
+    if male is None: noun = r.choice(frames['someone'])
+    else: noun = r.choice(phrases['Male'][1] if male else phrases['Male'][2])
     pron = {1: 'he', 0: 'she', None: 'they'}[male]
     true = [k for k in allowed if a.get(k) and k != 'Male']
     said = [k for k in true if r.random() < p_mention] or ([r.choice(true)] if true else [])
     if 'No_Beard' in said and (male != 1 or r.random() < 0.5): said.remove('No_Beard')  # rarely worth saying
     r.shuffle(said)
-    neg = [k for k in NEGATABLE if k in allowed and not a.get(k, 1) and r.random() < p_negate
-           and not (k == 'No_Beard' and male != 1)]
-    pick = lambda k, pos=True: r.choice(ATTR_PHRASES[k][1] if pos else ATTR_PHRASES[k][2])
-    adjs = [pick(k) for k in said if ATTR_PHRASES[k][0] == 'adj']
-    hair = [pick(k) for k in said if ATTR_PHRASES[k][0] in ('hairstyle', 'hair')]
-    feats = ([' '.join(hair) + ' hair'] if hair else []) + [pick(k) for k in said if ATTR_PHRASES[k][0] == 'with']
-    wear = [pick(k) for k in said if ATTR_PHRASES[k][0] == 'wear']
-    style = [pick(k) for k in said if ATTR_PHRASES[k][0] == 'style']
+    neg = [k for k in v['negatable'] if k in allowed and not a.get(k, 1) and r.random() < p_negate
+           and not (k in v['male_only'] and male != 1)]
+    if v['max_negations'] is not None and len(neg) > v['max_negations']: neg = r.sample(neg, v['max_negations'])
+    pick = lambda k, pos=True: r.choice(phrases[k][1] if pos else phrases[k][2])
+    adjs = [pick(k) for k in said if phrases[k][0] == 'adj']
+    hair = [pick(k) for k in said if phrases[k][0] in ('hairstyle', 'hair')]
+    feats = ([' '.join(hair) + ' hair'] if hair else []) + [pick(k) for k in said if phrases[k][0] == 'with']
+    wear = [pick(k) for k in said if phrases[k][0] == 'wear']
+    style = [pick(k) for k in said if phrases[k][0] == 'style']
     negs = [pick(k, False) for k in neg]
     t = r.randrange(5)
     if t == 0 or (t == 3 and not (feats or wear)):   # "a smiling man with blond hair wearing glasses"
@@ -357,7 +476,7 @@ def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate
         if wear: s += ' wearing ' + _join(wear)
         if negs: s += ', ' + _join(negs)
     elif t == 1:                                     # "photo of a man. He has ... and is smiling."
-        s = f"{r.choice(['a photo of', 'a portrait of', 'a picture of', 'a close-up of'])} {_article(noun)} {noun}"
+        s = f"{r.choice(frames['photo'])} {_article(noun)} {noun}"
         parts = []
         if feats: parts.append('has ' + _join(feats))
         if wear: parts.append('is wearing ' + _join(wear))
@@ -367,7 +486,7 @@ def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate
     elif t == 2:                                     # tag style: "blond hair, glasses, smiling woman"
         s = ', '.join([' '.join(adjs + [noun])] + feats + wear + negs)
     elif t == 3:                                     # "This woman has blond hair and wears glasses."
-        s = f"{r.choice(['this', 'the'])} {noun}"
+        s = f"{r.choice(frames['this'])} {noun}"
         parts = (['has ' + _join(feats)] if feats else []) + (['wears ' + _join(wear)] if wear else [])
         s += ' ' + _join(parts)
         if adjs: s += f"; {pron} is {_join(adjs)}"
@@ -375,7 +494,7 @@ def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate
         s = s[0].upper() + s[1:]
     else:                                            # "face of a young woman, blond hair, glasses"
         s = ' '.join(adjs + [noun])
-        s = f"{r.choice(['face of', 'headshot of', 'portrait of'])} {_article(s)} {s}"
+        s = f"{r.choice(frames['face'])} {_article(s)} {s}"
         rest = feats + wear + negs
         if rest: s += ', ' + ', '.join(rest)
     if style: s = f"{style[0]} {s[0].lower() + s[1:]}"
@@ -383,14 +502,16 @@ def _caption(a: dict, allowed: set, r: random.Random, p_mention: float, p_negate
 
 # %% ../nbs/00_data.ipynb #e3fcf99c
 def captions_for(attrs, n: int = 3, seed: int = 0, rendered=None, p_mention: float = 0.75,
-                 p_negate: float = 0.25) -> list:
-    "`n` varied English captions for one row of attributes, mentioning only true (and `rendered`) attributes"
+                 p_negate: float = 0.25, vocabulary: str = 'templates') -> list:
+    """`n` varied English captions for one row of attributes, mentioning only true (and `rendered`) attributes,
+    in the words of `vocabulary` ('templates', or 'wordnet': widened by `ATTR_SYNONYMS`)"""
+    vocab = caption_words(vocabulary)
     a = _attr_dict(attrs)
     allowed = set(rendered if rendered is not None else CELEBA_ATTRS) & set(a)
     allowed = [k for k in CELEBA_ATTRS if k in allowed]   # fixed order, so the seed alone decides
     r, out = random.Random(seed), []
     for _ in range(n * 4):
-        c = _caption(a, allowed, r, p_mention, p_negate)
+        c = _caption(a, allowed, r, p_mention, p_negate, vocab)
         if c not in out: out.append(c)
         if len(out) == n: break
     while len(out) < n: out.append(out[len(out) % max(len(out), 1)] if out else 'a face')
@@ -420,12 +541,241 @@ def read_captions_file(path) -> pd.Series:
     raise ValueError(f"captions file must be .json, .jsonl or .csv, got {p.name}")
 
 # %% ../nbs/00_data.ipynb #dc9ca315
-def pick_caption(own, attrs=None, rendered=None, mode: str = 'extend') -> str:
+def pick_caption(own, attrs=None, rendered=None, mode: str = 'extend', vocabulary: str = 'templates') -> str:
     "One caption for an image: from its `own` captions (a list, or None) and/or written from its `attrs` (or None)"
     own = own if isinstance(own, list) else []
     if attrs is None or (own and mode == 'override'): return random.choice(own) if own else ''
-    gen = captions_for(attrs, n=1, seed=random.randrange(2**31), rendered=rendered)
+    gen = captions_for(attrs, n=1, seed=random.randrange(2**31), rendered=rendered, vocabulary=vocabulary)
     return random.choice(own + gen)
+
+# %% ../nbs/00_data.ipynb #d0f2a4b6
+class WordNet:
+    "Read-only WordNet 3.0 from its plain-text `index.*` / `data.*` files (e.g. Debian's wordnet-base)"
+    POS = dict(n='noun', v='verb', a='adj', r='adv')
+    def __init__(self, root='/usr/share/wordnet'):
+        self.root, self._index, self._data = Path(root), {}, {}
+        if not (self.root/'index.noun').exists():
+            raise FileNotFoundError(f"no WordNet 3.0 at {self.root} (expected index.noun, data.noun, ...)")
+    def _lines(self, name: str) -> list:   # the files open with a licence, each of its lines indented by two spaces
+        return [l for l in (self.root/name).read_text(encoding='latin-1').splitlines() if l and not l.startswith('  ')]
+    def index(self, pos: str) -> dict:
+        "lemma → synset offsets, most frequent sense first"
+        if pos not in self._index:   # lemma pos synset_cnt p_cnt [ptr_symbol]*p_cnt sense_cnt tagsense_cnt offsets...
+            self._index[pos] = {(f := l.split())[0]: f[6 + int(f[3]):] for l in self._lines(f'index.{self.POS[pos]}')}
+        return self._index[pos]
+    def data(self, pos: str) -> dict:
+        "offset → dict(lemmas, pointers [(symbol, offset, pos)], gloss)"
+        if pos not in self._data:    # offset lex_filenum ss_type w_cnt(hex) [word lex_id]* p_cnt [sym offset pos st]*
+            d = {}
+            for l in self._lines(f'data.{self.POS[pos]}'):
+                body, _, gloss = l.partition(' | ')
+                f = body.split(); n = int(f[3], 16); j = 4 + 2 * n
+                lemmas = [re.sub(r'\(.*\)$', '', w).replace('_', ' ') for w in f[4:j:2]]   # 'big(a)': a marker
+                ptrs = [(f[k], f[k + 1], 'a' if f[k + 2] == 's' else f[k + 2])
+                        for k in range(j + 1, j + 1 + 4 * int(f[j]), 4)]
+                d[f[0]] = dict(lemmas=lemmas, pointers=ptrs, gloss=gloss.strip())
+            self._data[pos] = d
+        return self._data[pos]
+    def synsets(self, lemma: str, pos: str) -> list:
+        "The synsets of `lemma` as `pos` ('n', 'v', 'a', 'r'), most frequent sense first"
+        return [self.data(pos)[o] for o in self.index(pos).get(lemma.lower().replace(' ', '_'), [])]
+    def related(self, synset: dict, symbol: str) -> list:
+        "Synsets `synset` points to with `symbol` ('!' antonym, '&' similar to, '@' hypernym, '~' hyponym, ...)"
+        return [self.data(p)[o] for s, o, p in synset['pointers'] if s == symbol]
+
+# %% ../nbs/00_data.ipynb #f2b4c6d8
+# where each attribute's wider words come from: (side, frame, part of speech, lemma, sense, via). The synset is
+# sense `sense` (0: the most frequent) of `lemma`; via '' takes its own lemmas, a pointer symbol ('~' hyponyms, '&'
+# similar adjectives) those of the synsets it points to. Each lemma w fills `frame`: {w} itself, {a} its article,
+# {ing} its gerund. side 'pos': said when the attribute is true, 'neg': said when it is false.
+WORDNET_SOURCES = {
+    'Arched_Eyebrows': [('pos', '{w} eyebrows', 'a', 'arched', 1, '')],
+    'Attractive': [('pos', '{w}', 'a', w, s, '') for w, s in (('handsome', 0), ('pretty', 0), ('lovely', 0),
+                                                             ('comely', 1), ('gorgeous', 0), ('photogenic', 0))],
+    'Bags_Under_Eyes': [('pos', '{w} eyes', 'a', w, 0, '') for w in ('weary', 'bleary', 'puffy')],
+    'Bald': [('pos', '{w}', 'a', 'bald', 1, '')],
+    'Big_Lips': [('pos', '{w} lips', 'a', w, s, '') for w, s in (('thick', 0), ('plump', 0), ('fleshy', 0),
+                                                                ('large', 0))],
+    'Big_Nose': [('pos', '{a} {w} nose', 'a', w, 0, '') for w in ('enormous', 'giant', 'prominent')]
+                + [('pos', '{a} {w}', 'n', 'nose', 0, '~')],
+    'Black_Hair': [('pos', '{w}', 'a', w, 0, '') for w in ('coal-black', 'pitch-black', 'inky', 'sable')],
+    'Blond_Hair': [('pos', '{w}', 'a', 'blond', 0, '&'), ('pos', '{w}', 'a', 'yellow', 0, ''),
+                   ('pos', '{w}', 'a', 'golden', 0, '')],
+    'Blurry': [('pos', f'{{a}} {{w}} {p} of', 'a', 'blurred', 0, '') for p in ('photo', 'picture')],
+    'Brown_Hair': [('pos', '{w}', 'a', w, 0, '') for w in ('brown', 'hazel')],
+    'Bushy_Eyebrows': [('pos', '{w} eyebrows', 'a', 'dense', 0, '')],
+    'Chubby': [('pos', '{w}', 'a', w, 0, '') for w in ('plump', 'pudgy', 'fleshy', 'portly', 'fattish')],
+    'Eyeglasses': [('pos', '{w}', 'n', 'glasses', 0, ''), ('pos', '{w}', 'n', 'glasses', 0, '~')]
+                  + [('neg', f, 'n', 'glasses', 0, '') for f in ('without {w}', 'with no {w}', 'no {w}',
+                                                                  'not wearing {w}')],
+    'Goatee': [('pos', '{a} {w}', 'n', 'vandyke beard', 0, '')]
+              + [('neg', f, 'n', 'goatee', 0, '') for f in ('without {a} {w}', 'no {w}')],
+    'Gray_Hair': [('pos', '{w}', 'a', 'gray', 0, ''), ('pos', '{w}', 'a', 'silver', 2, ''),
+                  ('pos', '{w}', 'a', 'gray', 1, ''), ('pos', '{w}', 'a', 'white', 0, ''),
+                  ('pos', '{w}', 'a', 'grizzled', 0, '')],
+    'Heavy_Makeup': [('pos', 'heavy {w}', 'n', 'makeup', 0, ''), ('pos', 'lots of {w}', 'n', 'makeup', 0, '')],
+    'High_Cheekbones': [('pos', '{w} cheekbones', 'a', 'prominent', 0, '')],
+    'Male': [('pos', '{w}', 'n', 'male', 1, ''), ('pos', '{w}', 'n', 'man', 0, ''),
+             ('neg', '{w}', 'n', 'female', 1, ''), ('neg', '{w}', 'n', 'woman', 0, ''),
+             ('neg', '{w}', 'n', 'lady', 1, '')],
+    'Mouth_Slightly_Open': [('pos', '{a} {w} mouth', 'a', 'agape', 0, ''), ('pos', 'a mouth {w}', 'a', 'agape', 0, ''),
+                            ('pos', '{a} {w} mouth', 'a', 'open', 1, '')],
+    'Mustache': [('pos', '{a} {w}', 'n', 'mustache', 0, '~')]
+                + [('neg', f, 'n', 'mustache', 0, '') for f in ('without {a} {w}', 'with no {w}', 'no {w}')],
+    'Narrow_Eyes': [('pos', '{w} eyes', 'a', w, 0, '') for w in ('squinting', 'narrowed')],
+    'No_Beard': [('pos', '{a} {w} face', 'a', 'beardless', 0, '&'), ('pos', 'no {w}', 'n', 'facial hair', 0, ''),
+                 ('neg', '{w}', 'a', 'bearded', 0, '&'), ('neg', 'with {w}', 'n', 'facial hair', 0, ''),
+                 ('neg', 'with a full {w}', 'n', 'beard', 0, '')],
+    'Oval_Face': [('pos', '{a} {w} face', 'a', 'oval', 0, '')],
+    'Pale_Skin': [('pos', '{w} skin', 'a', 'pale', 3, ''), ('pos', '{a} {w} complexion', 'a', 'pale', 3, ''),
+                  ('pos', '{w} skin', 'a', 'pasty', 0, ''), ('pos', '{w} skin', 'a', 'whitish', 0, ''),
+                  ('pos', '{a} {w}', 'n', 'pallor', 0, '')],
+    'Pointy_Nose': [('pos', '{a} {w} nose', 'a', w, s, '') for w, s in (('sharp', 1), ('peaked', 1), ('tapered', 0))],
+    'Rosy_Cheeks': [('pos', '{w} cheeks', 'a', 'ruddy', 0, ''), ('pos', '{w} cheeks', 'a', 'red', 0, ''),
+                    ('pos', '{w} cheeks', 'a', 'pink', 0, '')],
+    'Sideburns': [('pos', '{w}s', 'n', 'sideburn', 0, '')]
+                 + [('neg', f, 'n', 'sideburn', 0, '') for f in ('without {w}s', 'no {w}s')],
+    'Smiling': [('pos', '{w}', 'a', w, s, '') for w, s in (('smiling', 0), ('happy', 0), ('glad', 0), ('merry', 0),
+                                                          ('laughing', 0))]
+               + [('pos', '{ing}', 'v', 'smirk', 0, ''), ('pos', '{ing}', 'v', 'grin', 0, '')]
+               + [('neg', f'with {{a}} {{w}} {n}', 'a', 'grave', 0, '') for n in ('expression', 'face')]
+               + [('neg', '{w}', 'a', 'expressionless', 0, ''), ('neg', '{ing}', 'v', 'frown', 0, ''),
+                  ('neg', '{ing}', 'v', 'frown', 0, '~'), ('neg', 'not {ing}', 'v', 'grin', 0, '')],
+    'Straight_Hair': [('pos', '{w}', 'a', 'straight', 2, '&'), ('pos', '{w}', 'a', 'sleek', 2, ''),
+                      ('pos', '{w}', 'a', 'lank', 0, '')],
+    'Wavy_Hair': [('pos', '{w}', 'a', 'curly', 0, '&')],
+    'Wearing_Earrings': [('pos', '{w}s', 'n', 'earring', 0, '~')]
+                        + [('neg', f, 'n', 'earring', 0, '') for f in ('without {w}s', 'no {w}s')],
+    'Wearing_Hat': [('pos', '{a} {w}', 'n', 'hat', 0, ''), ('pos', '{a} {w}', 'n', 'hat', 0, '~'),
+                    ('pos', '{a} {w}', 'n', 'cap', 0, '~'), ('pos', '{w}', 'n', 'headdress', 0, '')]
+                   + [('neg', f, 'n', w, 0, '') for w in ('hat', 'cap') for f in ('not wearing {a} {w}', 'with no {w}')]
+                   + [('neg', f, 'n', 'headdress', 0, '') for f in ('without {w}', 'with no {w}')],
+    'Wearing_Lipstick': [('pos', '{w}', 'n', 'lipstick', 0, ''), ('pos', '{w}', 'n', 'lip-gloss', 0, ''),
+                         ('pos', '{w} lipstick', 'a', 'red', 0, '')]
+                        + [('neg', f, 'n', 'lipstick', 0, '') for f in ('without {w}', 'no {w}')],
+    'Wearing_Necklace': [('pos', '{a} {w}', 'n', 'necklace', 0, '~')]
+                        + [('pos', '{a} {w}', 'n', w, 0, '') for w in ('pendant', 'locket')]
+                        + [('neg', f, 'n', 'necklace', 0, '') for f in ('without {a} {w}', 'no {w}')],
+    'Wearing_Necktie': [('pos', '{a} {w}', 'n', 'necktie', 0, '~'), ('pos', '{w}', 'n', 'neckwear', 0, '')]
+                       + [('neg', f, 'n', 'necktie', 0, '') for f in ('without {a} {w}', 'no {w}',
+                                                                       'not wearing {a} {w}')],
+    'Young': [('pos', '{w}', 'a', 'teenage', 0, '')],
+}
+# the sentence frames' words: someone of unknown sex, "a photo of ...", "face of ..."
+FRAME_SOURCES = {
+    'someone': [('{w}', 'n', 'person', 0, ''), ('{w}', 'n', 'human', 0, '')],
+    'photo': [('{a} {w} of', 'n', w, s, '') for w, s in (('photograph', 0), ('snapshot', 0), ('image', 2),
+                                                         ('portrait', 1), ('closeup', 0), ('headshot', 0))],
+    'face': [('{w} of', 'n', 'face', 0, '~'), ('{w} of', 'n', 'likeness', 1, ''), ('{w} of', 'n', 'closeup', 0, '')],
+}
+
+# %% ../nbs/00_data.ipynb #b4d6f8a0
+# Words of clip_cond.HELD_OUT_PARAPHRASES that the templates never use: the wider vocabulary must not teach them, or
+# the held-out benchmark would no longer be held out (tests/test_caption_vocabulary.py checks this list against 03).
+HELD_OUT_WORDS = sorted('''alabaster any are around auburn bareheaded beaming beanie beardless bifocals bloke brows
+    businessman chap cheerful chinned chops cravat dangling doesn dropped dude ears ebony elderly eyewear fedora fellow
+    flaxen flushed from gal gent girl gloomy haired hairless handlebar hatless head her his hoops huge in isn jaw joyful
+    lass locks mutton neck off on painted pearls platinum raven scarlet schnozz shaggy silk single smile smooth snowy
+    specs sporting stern string t taken top tresses tuft unsmiling walrus wear whiskers who whose'''.split())
+# WordNet lemmas too close to a held-out word to keep (another spelling or form of it): lemma → the held-out word
+NEAR_HELD_OUT = {'schnoz': 'schnozz', 'schnozzle': 'schnozz', 'beamish': 'beaming', 'cheery': 'cheerful',
+                 'joyous': 'joyful', 'whiskered': 'whiskers', 'whiskery': 'whiskers', 'bewhiskered': 'whiskers',
+                 'side-whiskers': 'whiskers', 'whiskerless': 'whiskers', 'handle-bars': 'handlebar',
+                 'snow-white': 'snowy', 'topper': 'top', 'tufted': 'tuft', 'stringy': 'string', 'silken': 'silk',
+                 'silky': 'silk', 'silklike': 'silk'}
+
+# %% ../nbs/00_data.ipynb #c5e7a9b1
+# WordNet lemmas reviewed by hand and left out: why → {attribute (or frame): lemmas}
+WORDNET_DROPPED = {
+    'another sense, or rare or odd said of a face': {
+        'Arched_Eyebrows': ['arciform', 'arcuate'],
+        'Attractive': ['better-looking', 'well-favored', 'well-favoured', 'bonnie', 'sightly'],
+        'Bags_Under_Eyes': ['aweary', 'blear', 'bleary-eyed', 'blear-eyed', 'bouffant'],
+        'Big_Lips': ['chubby', 'embonpoint', 'heavy', 'overweight'],
+        'Big_Nose': ['tremendous', 'elephantine', 'jumbo', 'outstanding', 'salient', 'spectacular', 'striking', 'snout',
+                     'neb', 'rostrum', 'nozzle'],
+        'Black_Hair': ['pitchy', 'sooty', 'pitch-dark'],
+        'Blond_Hair': ['towheaded', 'nordic', 'xanthous', 'aureate', 'gilded', 'gilt'],
+        'Blurry': ['bleary', 'muzzy'],
+        'Bushy_Eyebrows': ['impenetrable'],
+        'Chubby': ['embonpoint', 'dumpy', 'heavy', 'overweight'],
+        'Gray_Hair': ['argent', 'grey-headed', 'gray-headed', 'grizzly', 'hoar'],
+        'High_Cheekbones': ['outstanding', 'salient', 'spectacular', 'striking'],
+        'Male': ["ma'am"],
+        'Narrow_Eyes': ['squinched'],
+        'Oval_Face': ['elliptic', 'ovate', 'oviform', 'prolate'],
+        'Pale_Skin': ['pastelike', 'milklike', 'lividness', 'lividity', 'luridness', 'paleness', 'pallidness',
+                      'wanness', 'achromasia'],
+        'Pointy_Nose': ['acuate', 'acute', 'needlelike', 'narrowing'],
+        'Rosy_Cheeks': ['sanguine', 'cerise', 'cherry', 'ruby', 'ruby-red', 'blood-red', 'carmine'],
+        'Smiling': ['twinkly', 'gay', 'jocund', 'mirthful', 'riant', 'sedate', 'unexpressive', 'lour', 'lower'],
+        'Straight_Hair': ['unpermed', 'satiny', 'slick'],
+        'Wavy_Hair': ['crisp', 'frizzly', 'kinky', 'nappy'],
+        'Wearing_Earrings': ['eardrop'],
+        'Wearing_Hat': ['chapeau', 'bearskin', 'busby', 'shako', 'leghorn', 'sailor', 'skimmer', 'poke bonnet', 'derby',
+                        'plug hat', 'campaign hat', 'cavalier hat', 'cocked hat', 'dress hat', 'high hat', 'stovepipe',
+                        'beaver', 'dunce cap', "dunce's cap", "fool's cap", 'millinery', "woman's hat", 'shovel hat',
+                        'tyrolean', 'tirolean', 'balmoral', 'bluebonnet', 'bathing cap', 'swimming cap', 'biggin',
+                        'biretta', 'berretta', 'birretta', 'calpac', 'calpack', 'kalpac', 'cockscomb', 'coxcomb',
+                        'coonskin', 'tarboosh', 'glengarry', 'kalansuwa', 'kepi', 'liberty cap', 'mobcap', 'nightcap',
+                        'pinner', 'shower cap', 'toboggan cap', 'tammy', 'wishing cap', 'headdress'],
+        'Wearing_Lipstick': ['ruddy', 'reddish', 'blood-red', 'cerise', 'cherry', 'ruby-red'],
+        'Wearing_Necklace': ['strand', 'collar', 'dog collar', 'neckband', 'pendent'],
+        'Wearing_Necktie': ['bolo', 'bola tie', 'bola', 'old school tie'],
+        'photo': ['exposure', 'shot', 'icon', 'ikon'],
+        'face': ['phiz', 'physiognomy', 'semblance'],
+        'someone': ['someone', 'somebody', 'mortal', 'soul', 'homo'],
+    },
+    'says another attribute, or more than this one': {
+        'Attractive': ['fair'], 'Blond_Hair': ['redheaded'], 'Big_Nose': ['pug nose'],
+        'Eyeglasses': ['goggles', 'lorgnette'], 'Mouth_Slightly_Open': ['agape', 'gaping'],
+        'Wearing_Hat': ['balaclava', 'balaclava helmet'], 'someone': ['man'],
+    },
+    'slang or an idiom the captions would misuse': {
+        'Heavy_Makeup': ['war paint'], 'Mustache': ['soup-strainer', 'toothbrush'], 'No_Beard': ['face fungus'],
+        'Wearing_Hat': ['lid', 'titfer'], 'face': ['kisser', 'smiler', 'mug'],
+    },
+}
+
+# %% ../nbs/00_data.ipynb #d6f8b0c2
+def _gerund(verb: str) -> str:
+    "'frown' → 'frowning', 'smile' → 'smiling', 'grin' → 'grinning'"
+    if verb.endswith('e') and not verb.endswith('ee'): return verb[:-1] + 'ing'
+    if re.fullmatch(r'[^aeiou]*[aeiou][^aeiouwxy]', verb): return verb + verb[-1] + 'ing'   # one short syllable
+    return verb + 'ing'
+
+def _phrase_words(phrase: str) -> list:
+    "A phrase's words, lower-cased, split at spaces, hyphens and apostrophes, a plural's s dropped"
+    return [re.sub(r'(?<=[a-z]{3})(es|s)$', '', w) for w in re.split(r"[\s'-]+", phrase.lower()) if w]
+
+# %% ../nbs/00_data.ipynb #f8b0d2e4
+def derive_attr_synonyms(wordnet: WordNet) -> tuple:
+    """(ATTR_SYNONYMS, FRAME_SYNONYMS, removed) from `wordnet` by `WORDNET_SOURCES` / `FRAME_SOURCES`, less the
+    template phrases, `WORDNET_DROPPED` and anything with a held-out word; `removed`: {phrase: why}"""
+    held_out = {_phrase_words(w)[0]: w for w in HELD_OUT_WORDS}
+    dropped = {(k, w): why for why, by_attr in WORDNET_DROPPED.items() for k, ws in by_attr.items() for w in ws}
+    removed = {}
+    def phrases(key, own, sources):
+        out = []
+        for frame, pos, lemma, sense, via in sources:
+            synsets = wordnet.synsets(lemma, pos)
+            if sense >= len(synsets): raise ValueError(f"{key}: WordNet has no sense {sense} of {lemma!r} ({pos})")
+            reached = [synsets[sense]] if not via else wordnet.related(synsets[sense], via)
+            for w in dict.fromkeys(l.lower() for s in reached for l in s['lemmas']):
+                p = frame.format(w=w, a=_article(w), ing=_gerund(w))
+                bad = sorted(held_out[v] for v in set(_phrase_words(p)) & set(held_out))
+                why = (dropped.get((key, w)) or (f'near the held-out word {NEAR_HELD_OUT[w]!r}' if w in NEAR_HELD_OUT
+                       else f'held-out word {bad[0]!r}' if bad else None))
+                if why: removed[f'{key}: {p}'] = why
+                elif p not in own and p not in out: out.append(p)
+        return out
+    syn = {}
+    for k, sources in WORDNET_SOURCES.items():
+        kind, pos, neg = ATTR_PHRASES[k]
+        syn[k] = tuple(phrases(k, own or [], [s[1:] for s in sources if s[0] == side])
+                       for side, own in (('pos', pos), ('neg', neg)))
+    frames = {k: phrases(k, CAPTION_FRAMES[k], s) for k, s in FRAME_SOURCES.items()}
+    return syn, frames, removed
 
 # %% ../nbs/00_data.ipynb #e7a76a56
 SYNTHETIC_RENDERED = ['Male', 'Smiling', 'Eyeglasses', 'Wearing_Hat', 'Bald', 'Bangs', 'Black_Hair', 'Blond_Hair',
@@ -670,7 +1020,8 @@ def load_face(loc: str, size: int = 64, crop: str = 'center', bbox=None, flip: b
 class CelebAItems(torch.utils.data.Dataset):
     "(uint8 image [3,size,size], caption, attributes [40]) for each row of a data table (-1: unknown)"
     def __init__(self, df: pd.DataFrame, size: int = 64, crop: str = 'center', flip: bool = False,
-                 captions: bool = True, captions_mode: str = 'extend', rendered=None):
+                 captions: bool = True, captions_mode: str = 'extend', rendered=None,
+                 caption_vocabulary: str = 'templates'):
         if captions_mode not in ('extend', 'override'):
             raise ValueError(f"captions_mode must be 'extend' or 'override', got {captions_mode!r}")
         self.size, self.crop, self.flip, self.captions, self.captions_mode = size, crop, flip, captions, captions_mode
@@ -681,11 +1032,13 @@ class CelebAItems(torch.utils.data.Dataset):
         self.bbox = df[['x_1', 'y_1', 'width', 'height']].to_numpy() if crop == 'bbox' else None
         self.extra = df['captions'].tolist() if 'captions' in df.columns else None
         self.rendered = rendered if rendered is not None else df.attrs.get('celeba', {}).get('rendered')
+        self.caption_vocabulary = caption_words(caption_vocabulary)['name']   # checked here, not per item
         self.n_bad, self.bad = 0, set()
     def __len__(self): return len(self.locs)
     def caption(self, i: int) -> str:
         return pick_caption(None if self.extra is None else self.extra[i],
-                            self.attrs[i].tolist() if self.has_attributes else None, self.rendered, self.captions_mode)
+                            self.attrs[i].tolist() if self.has_attributes else None, self.rendered, self.captions_mode,
+                            self.caption_vocabulary)
     def __getitem__(self, i: int):
         for k in range(len(self)):
             j = (i + k) % len(self)
@@ -935,12 +1288,13 @@ def as_frame(data, n: int|None = None, seed: int = 0) -> pd.DataFrame:
 def celeba_dls(path, size: int = 64, bs: int = 64, num_workers: int = 0, n: int|None = None,
                crop: str = 'center', flip: bool = True, seed: int = 0, captions_file=None,
                captions_mode: str = 'extend', verify: bool = False, device=None,
-               df: pd.DataFrame|None = None) -> DataLoaders:
+               df: pd.DataFrame|None = None, caption_vocabulary: str = 'templates') -> DataLoaders:
     "fastai `DataLoaders` of (images [B,3,size,size] in [-1,1], captions, attributes [B,40]) for the data at `path`"
     df = load_data(path, captions_file, verify=verify or None) if df is None else df
     df = _subset(df, n, seed)
     mk = lambda part, fl: CelebAItems(df[df['partition'] == part], size, crop, fl, captions_mode=captions_mode,
-                                      rendered=df.attrs.get('celeba', {}).get('rendered'))
+                                      rendered=df.attrs.get('celeba', {}).get('rendered'),
+                                      caption_vocabulary=caption_vocabulary)
     train, valid = mk('train', flip), mk('valid', False)
     if not len(train) or not len(valid):
         raise ValueError(f"need images in both train and valid partitions; got {len(train)} and {len(valid)} (n={n})")

@@ -90,7 +90,8 @@ def build_latent_cache(vae, data, out_dir, size: int = 64, crop: str = 'center',
 # %% ../nbs/02b_latents.ipynb #5eac9202
 class LatentItems(torch.utils.data.Dataset):
     "(latent float32 [C,h,w], caption, attributes int8 [40], -1: unknown) for the rows of a latent cache in `partition`"
-    def __init__(self, cache_dir, partition: str|None = 'train', captions: bool = True, rendered=None, rows=None):
+    def __init__(self, cache_dir, partition: str|None = 'train', captions: bool = True, rendered=None, rows=None,
+                 pool=None):
         self.dir = Path(cache_dir); meta = read_cache_meta(self.dir)
         if meta is None:
             raise FileNotFoundError(f"no finished latent cache in {self.dir} "
@@ -106,6 +107,10 @@ class LatentItems(torch.utils.data.Dataset):
                       else torch.full((len(rows), len(CELEBA_ATTRS)), UNKNOWN, dtype=torch.int8))
         own = json.loads((self.dir/'captions.json').read_text()) if (self.dir/'captions.json').exists() else None
         self.own = None if own is None else [own[r] for r in rows]
+        if pool is not None and len(pool) != len(idx):
+            raise ValueError(f"a caption pool needs one list of captions per row of the cache ({len(idx)}), "
+                             f"got {len(pool)}")
+        self.pool = None if pool is None else [list(pool[r]) for r in rows]   # fixed captions per image, or None
         self.rendered = meta.get('rendered') if rendered is None else rendered
         self._z = None
     @property
@@ -116,6 +121,7 @@ class LatentItems(torch.utils.data.Dataset):
     def __getitem__(self, i):
         z = torch.from_numpy(np.asarray(self.latents[self.rows[i]], dtype=np.float32))
         if not self.captions: return z, self.attrs[i]
+        if self.pool is not None: return z, random.choice(self.pool[i]) if self.pool[i] else '', self.attrs[i]
         if self.own is not None:   # the data's own captions (and, with attributes, written ones), as CelebAItems
             return z, pick_caption(self.own[i], self.attrs[i].tolist() if self.has_attributes else None,
                                    self.rendered), self.attrs[i]
@@ -125,15 +131,16 @@ class LatentItems(torch.utils.data.Dataset):
 
 # %% ../nbs/02b_latents.ipynb #00c432cf
 def latent_dls(cache_dir, bs: int = 32, num_workers: int = 0, device=None, seed: int|None = None,
-               rank: int = 0, world_size: int = 1) -> DataLoaders:
-    "fastai `DataLoaders` over a latent cache: shuffled drop-last training batches (this rank's shard), validation"
-    train, valid = LatentItems(cache_dir, 'train'), LatentItems(cache_dir, 'valid')
+               rank: int = 0, world_size: int = 1, pool=None) -> DataLoaders:
+    """fastai `DataLoaders` over a latent cache: shuffled drop-last training batches (this rank's shard), validation;
+    captions drawn from `pool` (one list per cache row) if given, else fresh"""
+    train, valid = LatentItems(cache_dir, 'train', pool=pool), LatentItems(cache_dir, 'valid', pool=pool)
     if not len(train) or not len(valid):
         raise ValueError(f"the cache at {cache_dir} needs rows in both train and valid; "
                          f"got {len(train)} and {len(valid)}")
     if world_size > 1:   # equal-sized shards, so every rank runs the same number of steps
         k = len(train) // world_size
-        train = LatentItems(cache_dir, 'train', rows=train.rows[rank*k:(rank+1)*k])
+        train = LatentItems(cache_dir, 'train', rows=train.rows[rank*k:(rank+1)*k], pool=pool)
     if seed is not None: random.seed(seed)
     return DataLoaders(DataLoader(train, bs=bs, shuffle=True, drop_last=len(train) >= bs, num_workers=num_workers),
                        DataLoader(valid, bs=bs, num_workers=num_workers), device=device)

@@ -15,10 +15,11 @@ from .core import BUNDLED_JUDGE, BUNDLED_MODEL, NOTEBOOK_RUN_ENV, atomic_write
 from .data import data_summary, load_data
 
 # %% auto #0
-__all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'STAGE_CALLS', 'SMOKE_IMAGES', 'SMOKE_SPLIT', 'SMOKE_DATA_IMAGES',
-           'notebooks_dir', 'cell_flags', 'job_notebook', 'Stage', 'expand', 'pipeline_stages', 'PipelineError',
-           'parse_overrides', 'preset_settings', 'apply_overrides', 'smoke_settings', 'smoke_subset', 'as_calls',
-           'call_function', 'PipelineRun', 'run_summary', 'describe_data', 'left_out', 'train_pipeline', 'train_cli']
+__all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'STAGE_CALLS', 'LM_CAPTION_POOL', 'SMOKE_IMAGES', 'SMOKE_SPLIT',
+           'SMOKE_DATA_IMAGES', 'notebooks_dir', 'cell_flags', 'job_notebook', 'Stage', 'expand', 'pipeline_stages',
+           'PipelineError', 'parse_overrides', 'preset_settings', 'override_preset', 'apply_overrides',
+           'smoke_settings', 'smoke_subset', 'as_calls', 'call_function', 'PipelineRun', 'run_summary', 'describe_data',
+           'left_out', 'train_pipeline', 'train_cli']
 
 # %% ../nbs/10_train_pipeline.ipynb #973fabdc
 NOTEBOOKS_ENV = 'T2I_NOTEBOOKS'
@@ -119,6 +120,9 @@ def _derived(base: str, about: str, **changes) -> dict:
 PIPELINE_PRESETS['celeba128'] = _derived('celeba64', 'real CelebA at 128 px on one GPU', image_size=128,
     judge=dict(size=128), vae=dict(preset='celeba128', bs=32),
     unet=dict(preset='celeba128-gpu', epochs=80, bs=64, lr=1e-4))
+PIPELINE_PRESETS['synthetic64-cpu-lm'] = _derived('synthetic64-cpu',
+    "synthetic64-cpu with all-MiniLM-L6-v2 (frozen) + an adapter as text encoder: 4 captions per face, drawn once, "
+    "their language-model states cached once for 03, 04 and 05", clip=dict(text_model='minilm', caption_pool=4))
 
 # %% ../nbs/10_train_pipeline.ipynb #f7fc5003
 STAGE_CALLS = dict(judge='text2img_diffusion.judge:judge_train', vae='text2img_diffusion.vae:train_vae',
@@ -127,6 +131,8 @@ STAGE_CALLS = dict(judge='text2img_diffusion.judge:judge_train', vae='text2img_d
                    report='text2img_diffusion.eval:report_stage')
 
 # %% ../nbs/10_train_pipeline.ipynb #d8b2e26f
+LM_CAPTION_POOL = 4   # captions per face with a pretrained language model as text encoder (unless clip.caption_pool)
+
 def pipeline_stages(preset: dict, synthetic: bool = True, attributes: bool = True) -> dict:
     "The stages of a run with sizes from `preset` (a `PIPELINE_PRESETS` entry), keyed by name in a runnable order"
     p, S, size, threads = preset, {}, preset['image_size'], preset.get('threads')
@@ -142,21 +148,33 @@ def pipeline_stages(preset: dict, synthetic: bool = True, attributes: bool = Tru
         judge, jneed = '{judge}', ('judge',)
     common = dict(data_path='{data}', vae_path='{vae}/vae', text_encoder_path='{clip}', cache_dir='{latents}',
                   image_size=size)
+    c, states = p['clip'], {}
+    if c.get('text_model', 'scratch') != 'scratch' and c.get('caption_pool', LM_CAPTION_POOL):
+        # a pretrained language model: its states of the run's caption pool, computed once, read by 03, 04 and 05
+        pool = dict(caption_pool=c.get('caption_pool', LM_CAPTION_POOL), caption_seed=c.get('caption_seed', 0),
+                    caption_vocabulary=c.get('caption_vocabulary', 'templates'))
+        S['text_states'] = Stage('text_states', call='text2img_diffusion.clip_cond:build_run_text_states',
+                                 needs=data, done_file='meta.json',
+                                 params=dict(out_dir='{text_states}', data_path='{data}', text_model=c['text_model'],
+                                             preset=c.get('preset', 'tiny'), threads=threads, **pool))
+        c, states = {**c, **pool}, dict(text_states='{text_states}')
     S['vae'] = Stage('vae', '02_vae', needs=data, done_file='vae/config.json',
                      params=dict(data_path='{data}', out_dir='{vae}', n_images=None, image_size=size, threads=threads,
                                  **p['vae']))
     clip_job = dict(notebook='03_clip_cond') if attributes else dict(call=STAGE_CALLS['clip'])
-    S['clip'] = Stage('clip', **clip_job, needs=data, done_file='config.json',
-                      params=dict(data_path='{data}', out_dir='{clip}', **p['clip']))
+    S['clip'] = Stage('clip', **clip_job, needs=data + (('text_states',) if states else ()),
+                      done_file='config.json',
+                      params=dict(data_path='{data}', out_dir='{clip}', **states, **c))
     S['latents'] = Stage('latents', call='text2img_diffusion.latents:cache_latents', needs=('vae',),
                          done_file='meta.json',
                          params=dict(vae_path='{vae}/vae', data_path='{data}', out_dir='{latents}', size=size,
                                      threads=threads))
     S['cvae'] = Stage('cvae', '04_cvae', needs=('latents', 'clip') + jneed, done_file='cvae/config.json',
-                      params=dict(common, judge_path=judge if attributes else None, out_dir='{cvae}', **p['cvae']))
+                      params=dict(common, judge_path=judge if attributes else None, out_dir='{cvae}', **states,
+                                  **p['cvae']))
     S['unet'] = Stage('unet', '05_unet_diffusion', needs=('latents', 'clip'),
                       done_file='scheduler/scheduler_config.json',
-                      params=dict(common, n_images=None, out_dir='{unet}', threads=threads, **p['unet']))
+                      params=dict(common, n_images=None, out_dir='{unet}', threads=threads, **states, **p['unet']))
     S['pipeline'] = Stage('pipeline', call='text2img_diffusion.sampling:bundle_cli',
                           needs=('clip', 'vae', 'unet', 'cvae'), done_file='model_index.json',
                           params=dict(text_encoder='{clip}', vae='{vae}/vae', unet='{unet}', cvae='{cvae}/cvae',
@@ -196,6 +214,15 @@ def preset_settings(preset: str, data_path=None, smoke: bool = False) -> dict:
     return p
 
 # %% ../nbs/10_train_pipeline.ipynb #cadd8481
+def override_preset(preset: dict, overrides) -> dict:
+    """A copy of `preset` with the `overrides` of its stages' settings set, before the stages are made from it (so
+    `clip.text_model=minilm` also adds the text-state stage and gives 04 and 05 its cache)"""
+    p = json.loads(json.dumps(preset))
+    for key, val in parse_overrides(overrides).items():
+        name, _, param = key.partition('.')
+        if isinstance(p.get(name), dict): p[name][param] = val
+    return p
+
 def apply_overrides(stages: dict, overrides) -> dict:
     "`stages` with `overrides` (see `parse_overrides`) set in their parameters; refuses an override of no stage"
     for key, val in parse_overrides(overrides).items():
@@ -594,6 +621,7 @@ def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jo
     if smoke: p = smoke_settings(p)
     info = describe_data(data_path) if data_path is not None else None
     attributes = info is None or info['attributes']
+    p = override_preset(p, overrides)
     stages = apply_overrides(pipeline_stages(p, synthetic=data_path is None, attributes=attributes), overrides)
     if smoke: stages = as_calls(smoke_subset(stages) if data_path is not None else stages)
     _check_redo(redo, stages)

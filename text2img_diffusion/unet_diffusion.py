@@ -30,6 +30,8 @@ from .training import (EMA, Autocast, Checkpoint, ClipGrad, GradAccum, ImageGrid
 from .vae import decode_latents, encode_latents, load_pretrained_vae, vae_from_preset
 from .latents import build_latent_cache, latent_dls, read_cache_meta
 from .clip_cond import CLIP_PRESETS, TextConditioner, caption_corpus, clip_config, load_text_encoder
+from text2img_diffusion.clip_cond import (attach_text_states, caption_pool_settings, detach_text_states,
+    latent_caption_pool)
 from .clip_cond import train_caption_tokenizer
 
 # %% auto #0
@@ -276,7 +278,8 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
                  lr: float|None = None, prediction_type: str = 'epsilon', beta_schedule: str = 'cosine',
                  seed: int = 42, cache_dir=None, image_size: int|None = None, sample_every: int = 1,
                  checkpoint_every: int = 1, sample_prompts=SAMPLE_PROMPTS, device=None, num_workers: int = 0,
-                 cbs=None, **learner_kw) -> Learner:
+                 cbs=None, caption_pool: int|None = None, caption_seed: int|None = None,
+                 caption_vocabulary: str|None = None, text_states=None, **learner_kw) -> Learner:
     "The latent cache (built once, by rank 0), the UNet and its `Learner` with the run's checkpoints, metrics and grids"
     (rank, n_proc), p = world(), unet_preset(preset)
     device = torch.device(device) if device is not None else cond.device
@@ -284,10 +287,17 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
     if rank == 0: build_latent_cache(vae, df, cache, size=image_size or p['image_size'], bs=64)
     barrier()
     C, h = read_cache_meta(cache)['shape'][1:3]
+    k, pseed, vocab = caption_pool_settings(cond.text_encoder, caption_pool, caption_seed, caption_vocabulary)
+    pool = latent_caption_pool(cache, k, pseed, vocab) if k else None   # 03's pool, face by face (LM encoders)
+    if pool is not None:   # rank 0 builds the text-state cache if it must, then the other ranks open it
+        caps = [c for cs in pool for c in cs]
+        if rank == 0: attach_text_states(cond, caps, text_states)
+        barrier()
+        if rank != 0: attach_text_states(cond, caps, text_states)
     set_seed(seed)
     fastai_ddp = n_proc > 1 and device.type == 'cuda'     # GPUs: fastai's DDP shards the data itself
     dls = latent_dls(cache, bs=bs or p['bs'], num_workers=num_workers, device=device, seed=seed,
-                     rank=0 if fastai_ddp else rank, world_size=1 if fastai_ddp else n_proc)
+                     rank=0 if fastai_ddp else rank, world_size=1 if fastai_ddp else n_proc, pool=pool)
     unet = unet_from_preset(preset, cross_attention_dim=cond.dim, latent_channels=C, sample_size=h).to(device)
     sched = make_noise_scheduler(beta_schedule, prediction_type)
     extra = [Checkpoint(out, every=checkpoint_every)]
@@ -298,6 +308,7 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
     learn = diffusion_learner(dls, unet, cond, sched, lr=lr or p['lr'], distributed_cpu=n_proc > 1 and not fastai_ddp,
                               cbs=extra + list(cbs or []), **learner_kw)
     learn.fastai_ddp = fastai_ddp
+    learn.caption_pool = dict(caption_pool=k, caption_seed=pseed, caption_vocabulary=vocab)
     return learn
 
 # %% ../nbs/05_unet_diffusion.ipynb #aec8292d
@@ -325,7 +336,8 @@ def save_unet_run(learn, out_dir, vae_path=None) -> Path:
     if not hasattr(log, 'history'): log.learn, log.history = learn, []
     log.write(opt_steps=int(getattr(learn, 'opt_steps', 0)), params=n_params(u),
               seconds=getattr(learn, 'train_seconds', None), vae_path=None if vae_path is None else str(vae_path),
-              prediction_type=learn.noise_scheduler.config.prediction_type)
+              prediction_type=learn.noise_scheduler.config.prediction_type, **getattr(learn, 'caption_pool', {}),
+              text_state_counts=getattr(learn, 'text_state_counts', None))
     return out
 
 # %% ../nbs/05_unet_diffusion.ipynb #47ecb2b0
@@ -365,6 +377,10 @@ def train_unet(out_dir: str|None = None,           # run folder: weights, checkp
                compile: bool = False,              # torch.compile the UNet (GPU)
                num_workers: int = 0,               # data loading processes
                image_size: int|None = None,        # image size the VAE was trained at (None: the preset's)
+               caption_pool: int|None = None,      # captions per image drawn once (0: fresh; None: an LM encoder's)
+               caption_seed: int|None = None,      # seed of that pool (None: the LM encoder's, as 03 drew it; else 0)
+               caption_vocabulary: str|None = None,  # words of the pool (None: the LM encoder's; else 'templates')
+               text_states: str|None = None,       # on-disk LM state cache (03; built if missing); None: in memory
                cbs=None,                           # more callbacks
                progress: bool = True) -> Learner:  # show the progress bar
     "Train a cross-attention UNet on cached latents; saves weights, EMA weights, scheduler, checkpoints and grids"
@@ -376,10 +392,12 @@ def train_unet(out_dir: str|None = None,           # run folder: weights, checkp
     learn = unet_learner(out, df, vae, cond, preset, bs, lr, prediction_type, beta_schedule, seed, cache_dir,
                          image_size, sample_every, checkpoint_every, sample_prompts, device, num_workers, cbs,
                          snr_gamma=snr_gamma, cfg_dropout=cfg_dropout, ema_decay=ema_decay, grad_accum=grad_accum,
-                         clip_norm=clip_norm, bf16=bf16, channels_last=channels_last)
+                         clip_norm=clip_norm, bf16=bf16, channels_last=channels_last, caption_pool=caption_pool,
+                         caption_seed=caption_seed, caption_vocabulary=caption_vocabulary, text_states=text_states)
     if compile: learn.model.unet = torch.compile(learn.model.unet)
     start = load_checkpoint(learn, resume) if resume is not None else 0
-    fit_unet(learn, epochs, start=start, progress=progress)
+    try: fit_unet(learn, epochs, start=start, progress=progress)
+    finally: learn.text_state_counts = detach_text_states(cond)
     if rank == 0: save_unet_run(learn, out, vae_path=vae_path)
     barrier()
     return learn
