@@ -1,15 +1,16 @@
 """The wider caption vocabulary (data.ATTR_SYNONYMS, vocabulary='wordnet') keeps 03's held-out paraphrases held out:
 no word of clip_cond.HELD_OUT_PARAPHRASES that the templates do not already use may appear in it. And the checked-in
 table is the one WordNet gives, where WordNet is installed (Debian: wordnet-base)."""
-import re
+import inspect, re
 from pathlib import Path
 
 import numpy as np, pytest
 
-from text2img_diffusion.clip_cond import HELD_OUT_PARAPHRASES
+from text2img_diffusion.clip_cond import HELD_OUT_PARAPHRASES, caption_corpus, train_clip
 from text2img_diffusion.data import (ATTR_PHRASES, ATTR_SYNONYMS, CAPTION_FRAMES, CELEBA_ATTRS, FRAME_SYNONYMS,
                                      HELD_OUT_WORDS, NEAR_HELD_OUT, WordNet, _phrase_words, captions_for,
-                                     derive_attr_synonyms, sample_attributes)
+                                     celeba_dls, derive_attr_synonyms, load_data, make_synthetic_celeba,
+                                     sample_attributes)
 
 WORDNET = Path('/usr/share/wordnet')
 
@@ -68,3 +69,15 @@ def test_checked_in_table_is_wordnets():
     syn, frames, removed = derive_attr_synonyms(WordNet(WORDNET))
     assert syn == ATTR_SYNONYMS and frames == FRAME_SYNONYMS
     assert any('specs' in p for p in removed) and any('fedora' in p for p in removed)   # WordNet does offer them
+
+
+def test_vocabulary_reaches_the_corpus_and_the_loaders(tmp_path):
+    "caption_corpus(vocabulary=) and celeba_dls(caption_vocabulary=) write wider captions; the default is the templates"
+    data = make_synthetic_celeba(tmp_path/'synth', 24, seed=0)
+    df = load_data(data)
+    t, w = caption_corpus(df, 4, 0), caption_corpus(df, 4, 0, vocabulary='wordnet')
+    assert t == caption_corpus(df, 4, 0, vocabulary='templates') and words(' '.join(w)) - words(' '.join(t))
+    ds = celeba_dls(data, size=16, bs=4, caption_vocabulary='wordnet', device='cpu').train_ds
+    assert ds.caption_vocabulary == 'wordnet'
+    with pytest.raises(ValueError, match='caption vocabulary must be one of'): celeba_dls(data, caption_vocabulary='x')
+    assert inspect.signature(train_clip).parameters['caption_vocabulary'].default == 'templates'
