@@ -34,7 +34,7 @@ from transformers import AutoConfig, AutoModel, MT5EncoderModel, T5EncoderModel,
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging as hf_logging
 
-from .core import atomic_dir, atomic_write, preset_config
+from .core import atomic_dir, atomic_write, barrier, preset_config, world
 from .data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, as_frame, captions_for, celeba_dls, load_celeba,
     make_synthetic_celeba, has_attributes, load_data)
 from .judge import CLIP_MEAN, CLIP_STD, load_faces
@@ -50,11 +50,11 @@ __all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', '
            'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool', 'frame_caption_pool', 'latent_caption_pool',
            'tokenizer_fingerprint', 'text_state_key', 'TextStatesStale', 'read_text_state_meta', 'TextStateCache',
            'build_text_state_cache', 'caption_pool_settings', 'attach_text_states', 'detach_text_states',
-           'build_run_text_states', 'clip_pixels', 'ClipContrastive', 'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1',
-           'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip', 'text_features', 'image_features',
-           'clip_score', 'load_images', 'retrieval_recall', 'linear_probe', 'template_caption', 'paraphrase_recall',
-           'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip', 'pca_2d', 'plot_embedding_space',
-           'train_clip', 'train_clip_cli']
+           'latent_caption_setup', 'build_run_text_states', 'clip_pixels', 'ClipContrastive', 'clip_loss',
+           'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip',
+           'text_features', 'image_features', 'clip_score', 'load_images', 'retrieval_recall', 'linear_probe',
+           'template_caption', 'paraphrase_recall', 'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip',
+           'pca_2d', 'plot_embedding_space', 'train_clip', 'train_clip_cli']
 
 # %% ../nbs/03_clip_cond.ipynb #6e7f5b10
 BOS, EOS, PAD, UNK = '<|startoftext|>', '<|endoftext|>', '<pad>', '<unk>'
@@ -693,6 +693,21 @@ def detach_text_states(conditioner) -> dict|None:
     enc.cache_states(False)
     return counts
 
+# %% ../nbs/03_clip_cond.ipynb #b7c1e2a1
+def latent_caption_setup(conditioner, cache_dir, caption_pool: int|None = None, caption_seed: int|None = None,
+                         caption_vocabulary: str|None = None, text_states=None) -> tuple:
+    """(the pool settings a stage trains with, its caption pool over the rows of the latent cache at `cache_dir`, or
+    None for fresh captions): 04's and 05's captions. A pretrained-LM conditioner's states of the pool are attached
+    (`attach_text_states`): rank 0 builds the cache if it must, then the other ranks open it"""
+    k, seed, vocab = caption_pool_settings(conditioner.text_encoder, caption_pool, caption_seed, caption_vocabulary)
+    pool = latent_caption_pool(cache_dir, k, seed, vocab) if k else None   # 03's pool, face by face
+    if pool is not None:
+        caps, rank = [c for cs in pool for c in cs], world()[0]
+        if rank == 0: attach_text_states(conditioner, caps, text_states)
+        barrier()
+        if rank != 0: attach_text_states(conditioner, caps, text_states)
+    return dict(caption_pool=k, caption_seed=seed, caption_vocabulary=vocab), pool
+
 # %% ../nbs/03_clip_cond.ipynb #c08e24b9
 def build_run_text_states(out_dir, data_path, text_model: str = 'minilm', preset: str = 'small', caption_pool: int = 4,
                           caption_seed: int = 0, caption_vocabulary: str = 'templates', bs: int = 128,
@@ -1151,14 +1166,13 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
         t0 = time.time()
         learn.fit_one_cycle(epochs, lr)
         final = dict(zip(['train_loss', 'valid_loss', 'batch_t2i_top1'], map(float, learn.recorder.values[-1])))
+        counts = detach_text_states(TextConditioner(tok, model))   # LM states: from disk / memory / computed
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,
                        attr_weight=attr_weight, text_attr_weight=text_attr_weight, text_model=text_model,
                        adapter_layers=adapter_layers if text_model != 'scratch' else None, caption_pool=caption_pool,
-                       caption_vocabulary=caption_vocabulary, caption_seed=caption_seed,
-                       text_state_counts=enc.state_counts if text_model != 'scratch' else None,
+                       caption_vocabulary=caption_vocabulary, caption_seed=caption_seed, text_state_counts=counts,
                        train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=final)
-        if text_model != 'scratch': enc.cache_states(False)
         if evaluate:
             metrics |= evaluate_clip(model, tok, df, size=size, seed=seed)
             if learn.model.text_attr_head is not None:      # the text side alone, on words it never saw

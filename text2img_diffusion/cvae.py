@@ -15,8 +15,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner.fit_one_cycle)
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
-from .clip_cond import (TextConditioner, attach_text_states, caption_pool_settings,
-    detach_text_states, latent_caption_pool)
+from .clip_cond import TextConditioner, detach_text_states, latent_caption_setup
 from .core import atomic_dir, preset_config
 from .latents import latent_dls, read_cache_meta
 from .training import Checkpoint, ImageGrid, LossWarmup, MetricsLog, load_checkpoint, trained_model
@@ -286,9 +285,8 @@ def train_cvae(cache_dir,                     # latent cache folder (latents.bui
     bs, lr = bs or p['bs'], lr or p['lr']
     out = Path(out_dir or tempfile.mkdtemp(prefix='cvae-')); out.mkdir(parents=True, exist_ok=True)
     set_seed(seed, reproducible=True)
-    k, pseed, vocab = caption_pool_settings(conditioner.text_encoder, caption_pool, caption_seed, caption_vocabulary)
-    pool = latent_caption_pool(cache_dir, k, pseed, vocab) if k else None   # the pool 03 trained on, face by face
-    if pool is not None: attach_text_states(conditioner, [c for cs in pool for c in cs], text_states)
+    pool_settings, pool = latent_caption_setup(conditioner, cache_dir, caption_pool, caption_seed, caption_vocabulary,
+                                               text_states)   # the pool 03 trained on, face by face (LM encoders)
     dls = latent_dls(cache_dir, bs=bs, num_workers=num_workers, seed=seed, device=conditioner.device, pool=pool)
     c, h, w = meta['shape'][1:]
     cvae = cvae_from_preset(preset, c, h, conditioner.dim).to(conditioner.device)
@@ -303,8 +301,7 @@ def train_cvae(cache_dir,                     # latent cache folder (latents.bui
     save_cvae(cvae, out/'cvae')
     log.write(preset=preset, epochs=epochs, bs=bs, lr=lr, beta=beta, free_bits=free_bits, warmup=warmup,
               warmup_kind=warmup_kind, seed=seed, resumed_from_epoch=start, latent_shape=[c, h, w],
-              params=sum(q.numel() for q in cvae.parameters()), caption_pool=k, caption_seed=pseed,
-              caption_vocabulary=vocab, text_state_counts=counts)
+              params=sum(q.numel() for q in cvae.parameters()), **pool_settings, text_state_counts=counts)
     return learn
 
 # %% ../nbs/04_cvae.ipynb #30dd6f50

@@ -30,8 +30,7 @@ from .training import (EMA, Autocast, Checkpoint, ClipGrad, GradAccum, ImageGrid
 from .vae import decode_latents, encode_latents, load_pretrained_vae, vae_from_preset
 from .latents import build_latent_cache, latent_dls, read_cache_meta
 from .clip_cond import CLIP_PRESETS, TextConditioner, caption_corpus, clip_config, load_text_encoder
-from text2img_diffusion.clip_cond import (attach_text_states, caption_pool_settings, detach_text_states,
-    latent_caption_pool)
+from .clip_cond import detach_text_states, latent_caption_setup
 from .clip_cond import train_caption_tokenizer
 
 # %% auto #0
@@ -287,13 +286,8 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
     if rank == 0: build_latent_cache(vae, df, cache, size=image_size or p['image_size'], bs=64)
     barrier()
     C, h = read_cache_meta(cache)['shape'][1:3]
-    k, pseed, vocab = caption_pool_settings(cond.text_encoder, caption_pool, caption_seed, caption_vocabulary)
-    pool = latent_caption_pool(cache, k, pseed, vocab) if k else None   # 03's pool, face by face (LM encoders)
-    if pool is not None:   # rank 0 builds the text-state cache if it must, then the other ranks open it
-        caps = [c for cs in pool for c in cs]
-        if rank == 0: attach_text_states(cond, caps, text_states)
-        barrier()
-        if rank != 0: attach_text_states(cond, caps, text_states)
+    pool_settings, pool = latent_caption_setup(cond, cache, caption_pool, caption_seed, caption_vocabulary,
+                                               text_states)   # 03's pool, face by face (LM encoders)
     set_seed(seed)
     fastai_ddp = n_proc > 1 and device.type == 'cuda'     # GPUs: fastai's DDP shards the data itself
     dls = latent_dls(cache, bs=bs or p['bs'], num_workers=num_workers, device=device, seed=seed,
@@ -308,7 +302,7 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
     learn = diffusion_learner(dls, unet, cond, sched, lr=lr or p['lr'], distributed_cpu=n_proc > 1 and not fastai_ddp,
                               cbs=extra + list(cbs or []), **learner_kw)
     learn.fastai_ddp = fastai_ddp
-    learn.caption_pool = dict(caption_pool=k, caption_seed=pseed, caption_vocabulary=vocab)
+    learn.caption_pool = pool_settings
     return learn
 
 # %% ../nbs/05_unet_diffusion.ipynb #aec8292d
