@@ -15,7 +15,12 @@ whether it was scored and flipped), edit_flip.png (the sweep) and edit_grid.png 
 the best strength) to --out.
 
 usage: python benchmarks/edit_flip.py [--n_faces 48] [--strengths 0.3,0.5,0.7,0.9] [--steps 20] [--seed 7]
-       [--guidance 3.0] [--attrs Eyeglasses,Smiling,Wearing_Hat,Blond_Hair,Mustache] [--out runs/edit_flip]"""
+       [--guidance 3.0] [--attrs Eyeglasses,Smiling,Wearing_Hat,Blond_Hair,Mustache] [--negative empty|source]
+       [--out runs/edit_flip]
+
+--negative source steers each edit away from the face as it is: the negative prompt is the same description with the
+edited attribute left as the original has it, so classifier-free guidance pushes along the one attribute the two
+prompts differ in (the default, empty, guides against the unconditional prediction)."""
 import argparse, json, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -56,6 +61,8 @@ if __name__ == '__main__':
     ap.add_argument('--guidance', type=float, default=3.0); ap.add_argument('--out', default='runs/edit_flip')
     ap.add_argument('--batch_size', type=int, default=64)
     ap.add_argument('--attrs', default=','.join(EDITS), help='the attributes to edit, comma-separated')
+    ap.add_argument('--negative', default='empty', choices=['empty', 'source'],
+                    help="negative prompt: the empty prompt, or the face's own description (see above)")
     a = ap.parse_args()
     edits = tuple(a.attrs.split(','))
     if set(edits) - set(EDITS): ap.error(f"--attrs: choose from {', '.join(EDITS)}")
@@ -67,20 +74,24 @@ if __name__ == '__main__':
     names = list(judge.attr_names)
     rendered = [x for x in judge.rendered if x in names]
     orig = judge_predict(judge, faces).numpy() > 0.5
-    jobs = []                                                     # (face index, attribute, wanted value, prompt)
+    jobs, negatives = [], []                                      # (face index, attribute, wanted value, prompt)
     for i, (_, row) in enumerate(test.iterrows()):
         for attr in edits:
             if attr == 'Mustache' and not row['Male']: continue
             want = 1 - int(row[attr])
             jobs.append((i, attr, want, edit_prompt(row, attr, want, pipe.max_prompt_tokens, pipe.tokenizer)))
+            negatives.append(edit_prompt(row, attr, 1 - want, pipe.max_prompt_tokens, pipe.tokenizer)
+                             if a.negative == 'source' else '')
     print(f"{len(test)} held-out faces (synthetic draw seed {a.seed}, test partition), {len(jobs)} edits per strength, "
-          f"{a.steps} steps, guidance {a.guidance}; e.g. {jobs[0][3]!r}")
+          f"{a.steps} steps, guidance {a.guidance}, negative prompt {a.negative}; e.g. {jobs[0][3]!r}"
+          + (f" against {negatives[0]!r}" if a.negative == 'source' else ''))
     rows, grids, per_edit = [], {}, []
     for s in [float(x) for x in a.strengths.split(',')]:
         t0 = time.perf_counter()
-        edited = torch.stack(generate([j[3] for j in jobs], image=faces[[j[0] for j in jobs]], strength=s, steps=a.steps,
-                                      guidance_scale=a.guidance, seed=list(range(len(jobs))), model=pipe,
-                                      output_type='pt', batch_size=a.batch_size, batch_invariant=False)) * 2 - 1
+        edited = torch.stack(generate([j[3] for j in jobs], image=faces[[j[0] for j in jobs]], strength=s,
+                                      steps=a.steps, guidance_scale=a.guidance, negative_prompt=negatives,
+                                      seed=list(range(len(jobs))), model=pipe, output_type='pt',
+                                      batch_size=a.batch_size, batch_invariant=False)) * 2 - 1
         secs = time.perf_counter() - t0
         judged = judge_predict(judge, edited).numpy() > 0.5
         grids[s] = edited
