@@ -15,7 +15,7 @@ whether it was scored and flipped), edit_flip.png (the sweep) and edit_grid.png 
 the best strength) to --out.
 
 usage: python benchmarks/edit_flip.py [--n_faces 48] [--strengths 0.3,0.5,0.7,0.9] [--steps 20] [--seed 7]
-       [--guidance 3.0] [--attrs Eyeglasses,Smiling,Wearing_Hat,Blond_Hair,Mustache] [--negative empty|source]
+       [--guidance 5.0] [--attrs Eyeglasses,Smiling,Wearing_Hat,Blond_Hair,Mustache] [--negative empty|source]
        [--out runs/edit_flip]
 
 --negative source steers each edit away from the face as it is: the negative prompt is the same description with the
@@ -27,7 +27,7 @@ import numpy as np, pandas as pd, torch
 from text2img_diffusion.core import image_grid
 from text2img_diffusion.data import make_synthetic_celeba, load_celeba
 from text2img_diffusion.judge import load_judge, judge_predict, load_faces, prompt_for
-from text2img_diffusion.sampling import load_pipeline, generate
+from text2img_diffusion.sampling import DEFAULT_EDIT_GUIDANCE, load_pipeline, generate
 
 EDITS = ('Eyeglasses', 'Smiling', 'Wearing_Hat', 'Blond_Hair', 'Mustache')
 HAIR = ('Black_Hair', 'Blond_Hair', 'Brown_Hair', 'Gray_Hair')
@@ -58,7 +58,8 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n_faces', type=int, default=48); ap.add_argument('--strengths', default='0.3,0.5,0.7,0.9')
     ap.add_argument('--steps', type=int, default=20); ap.add_argument('--seed', type=int, default=7)
-    ap.add_argument('--guidance', type=float, default=3.0); ap.add_argument('--out', default='runs/edit_flip')
+    ap.add_argument('--guidance', type=float, default=DEFAULT_EDIT_GUIDANCE)
+    ap.add_argument('--out', default='runs/edit_flip')
     ap.add_argument('--batch_size', type=int, default=64)
     ap.add_argument('--attrs', default=','.join(EDITS), help='the attributes to edit, comma-separated')
     ap.add_argument('--negative', default='empty', choices=['empty', 'source'],

@@ -34,8 +34,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 import fastapi_offline, safetensors.numpy
 
 import text2img_diffusion
-from .sampling import (SCHEDULERS, DEFAULT_STRENGTH, DEFAULT_EDIT_STRENGTH, BadImages,
-                                         Text2FacePipeline, finite_pixels, load_pipeline, prepare_image,
+from .sampling import (SCHEDULERS, DEFAULT_STRENGTH, DEFAULT_EDIT_STRENGTH, DEFAULT_EDIT_GUIDANCE,
+                                         BadImages, Text2FacePipeline, finite_pixels, load_pipeline, prepare_image,
                                          seeded_generators, square_image)
 from .vae import encode_latents, decode_latents, downsample_factor
 
@@ -145,6 +145,8 @@ def edit_model(s: Settings) -> type:
     class EditRequest(_sampling_model(s)):
         strength: float = Field(DEFAULT_EDIT_STRENGTH, gt=0, le=1, description='how much of the photo is redrawn: '
                                 'a small value keeps it, 1 ignores it (the share of the schedule run)')
+        guidance_scale: float = Field(DEFAULT_EDIT_GUIDANCE, ge=0, le=s.max_guidance,
+                                      description='classifier-free guidance weight (1 = none; edits push harder)')
     return EditRequest
 
 # %% ../nbs/07_api.ipynb #2a8a6a92
