@@ -93,7 +93,7 @@ def costs(args) -> dict:
 
 def image_side(args) -> pd.DataFrame:
     "Each pipeline's images for the held-out prompts (n_seeds each), scored by the bundled judge"
-    judge, pset = load_judge(BUNDLED_JUDGE), held_out_prompt_set(args.n_seeds)
+    judge, pset = load_judge(BUNDLED_JUDGE), held_out_prompt_set(args.n_seeds, seed=args.first_seed)
     rows = []
     for path in args.pipelines:
         pipe = load_pipeline(path, 'cpu')
@@ -127,6 +127,8 @@ if __name__ == '__main__':
     ap.add_argument('--costs', action='store_true', help='time encoding against generation')
     ap.add_argument('--pipelines', nargs='+', default=[], help='saved pipelines to score on the held-out prompts')
     ap.add_argument('--n_seeds', type=int, default=4, help='images per held-out prompt for --pipelines')
+    ap.add_argument('--first_seed', type=int, default=0,
+                    help='first image seed for --pipelines (another value: an independent draw of seeds)')
     args = ap.parse_args()
     if not torch.cuda.is_available(): torch.set_num_threads(1)
     results = {}
