@@ -265,11 +265,15 @@ class Text2FacePipeline(DiffusionPipeline):
 
     def encode(self, prompts: list, negative: list, guidance: bool, per_image: bool = False) -> tuple:
         """Conditioning triples, in the UNet's dtype, for [neg 0, prompt 0, neg 1, prompt 1, …] (prompts alone without
-        guidance)"""
+        guidance). Each distinct text is encoded once (alone with `per_image`), so the shared empty negative costs one
+        text-encoder call, not one per image"""
         texts = [q for pair in zip(negative, prompts) for q in pair] if guidance else prompts
-        tok, pooled, mask = encode_prompts(texts, self.tokenizer, self.text_encoder, batch_size=1 if per_image else 256)
+        distinct = list(dict.fromkeys(texts))
+        tok, pooled, mask = encode_prompts(distinct, self.tokenizer, self.text_encoder,
+                                           batch_size=1 if per_image else 256)
+        at = torch.tensor([distinct.index(t) for t in texts], device=tok.device)
         device, dtype = self.unet.device, self.unet.dtype
-        return tok.to(device, dtype), pooled.to(device, dtype), mask.to(device)
+        return tok[at].to(device, dtype), pooled[at].to(device, dtype), mask[at].to(device)
 
     def encode_prompt(self, prompt: str|list, num_images_per_prompt: int = 1, do_classifier_free_guidance: bool = True,
                       negative_prompt: str|list|None = None, batch_invariant: bool|None = None) -> tuple:
