@@ -15,7 +15,7 @@ whether it was scored and flipped), edit_flip.png (the sweep) and edit_grid.png 
 the best strength) to --out.
 
 usage: python benchmarks/edit_flip.py [--n_faces 48] [--strengths 0.3,0.5,0.7,0.9] [--steps 20] [--seed 7]
-       [--guidance 5.0] [--attrs Eyeglasses,Smiling,Wearing_Hat,Blond_Hair,Mustache] [--negative empty|source]
+       [--guidance 7.0] [--attrs Eyeglasses,Smiling,Wearing_Hat,Blond_Hair,Mustache] [--negative empty|source]
        [--out runs/edit_flip]
 
 --negative source steers each edit away from the face as it is: the negative prompt is the same description with the

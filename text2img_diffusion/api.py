@@ -34,9 +34,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 import fastapi_offline, safetensors.numpy
 
 import text2img_diffusion
-from .sampling import (SCHEDULERS, DEFAULT_STRENGTH, DEFAULT_EDIT_STRENGTH, DEFAULT_EDIT_GUIDANCE,
-                                         BadImages, Text2FacePipeline, finite_pixels, load_pipeline, prepare_image,
-                                         seeded_generators, square_image)
+from .sampling import (SCHEDULERS, DEFAULT_STRENGTH, DEFAULT_EDIT_STRENGTH, DEFAULT_GUIDANCE,
+                                         DEFAULT_EDIT_GUIDANCE, BadImages, Text2FacePipeline, finite_pixels,
+                                         load_pipeline, prepare_image, seeded_generators, square_image)
 from .vae import encode_latents, decode_latents, downsample_factor
 
 # %% ../nbs/07_api.ipynb #9d6f4dd2
@@ -118,7 +118,7 @@ def _sampling_model(s: Settings) -> type:
         negative_prompt: str = Field('', max_length=s.max_prompt_chars,
                                      description="what to steer away from ('' = unconditional)")
         steps: int = Field(min(20, s.max_steps), ge=1, le=s.max_steps, description='denoising steps')
-        guidance_scale: float = Field(3.0, ge=0, le=s.max_guidance,
+        guidance_scale: float = Field(DEFAULT_GUIDANCE, ge=0, le=s.max_guidance,
                                       description='classifier-free guidance weight (1 = none)')
         seed: int|None = Field(None, ge=0, le=SEED_MAX,
                                description='seed of the first image (image i gets seed + i); omitted = random')

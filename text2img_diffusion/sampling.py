@@ -31,11 +31,12 @@ from .vae import decode_latents, downsample_factor, encode_latents, load_pretrai
 from .unet_diffusion import load_unet
 
 # %% auto #0
-__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'DEFAULT_EDIT_STRENGTH',
-           'DEFAULT_EDIT_GUIDANCE', 'DEFAULT_SCHEDULER', 'make_scheduler', 'per_image_layers', 'to_output',
-           'square_image', 'prepare_image', 'prepare_mask', 'mask_latents', 'Text2FacePipeline', 'sampling_pipeline',
-           'tiny_pipeline', 'seeded_generators', 'assemble_pipeline', 'save_bundle', 'bundle_cli', 'quiet_libraries',
-           'load_pipeline', 'BadImages', 'finite_pixels', 'generate', 'generate_cli', 'open_photo', 'edit_cli']
+__all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'DEFAULT_GUIDANCE',
+           'DEFAULT_EDIT_STRENGTH', 'DEFAULT_EDIT_GUIDANCE', 'DEFAULT_SCHEDULER', 'make_scheduler', 'per_image_layers',
+           'to_output', 'square_image', 'prepare_image', 'prepare_mask', 'mask_latents', 'Text2FacePipeline',
+           'sampling_pipeline', 'tiny_pipeline', 'seeded_generators', 'assemble_pipeline', 'save_bundle', 'bundle_cli',
+           'quiet_libraries', 'load_pipeline', 'BadImages', 'finite_pixels', 'generate', 'generate_cli', 'open_photo',
+           'edit_cli']
 
 # %% ../nbs/06_sampling.ipynb #38f1d380
 _no_clip = dict(clip_sample=False)     # latents have unit std: clipping x₀ to [-1, 1] would destroy them
@@ -168,6 +169,7 @@ def mask_latents(mask: torch.Tensor, n: int, latent_size: int) -> torch.Tensor:
 # With init='cvae': the share of the schedule to run from the prior's sample. At 1 the whole schedule runs, from the
 # sample noised to σ_max, which keeps 1/√(1 + σ_max²) ≈ 7% of it: enough to set the coarse layout and colours (06).
 DEFAULT_STRENGTH = 1.0
+DEFAULT_GUIDANCE = 3.0   # classifier-free guidance weight of text-to-image
 # With image=: the share of the schedule to run from the photo's latents, and the guidance weight. At these, edits
 # of held-out faces met both goals (80% flipped, 90% of the other attributes kept) on two draws of 48 faces; at
 # guidance 3 they flip less (0.76-0.79), at strength 0.6 too little (0.68). Measured at the end of this notebook.
@@ -268,10 +270,10 @@ class Text2FacePipeline(DiffusionPipeline):
         guidance). Each distinct text is encoded once (alone with `per_image`), so the shared empty negative costs one
         text-encoder call, not one per image"""
         texts = [q for pair in zip(negative, prompts) for q in pair] if guidance else prompts
-        distinct = list(dict.fromkeys(texts))
-        tok, pooled, mask = encode_prompts(distinct, self.tokenizer, self.text_encoder,
+        row = {t: i for i, t in enumerate(dict.fromkeys(texts))}           # each distinct text → its encoded row
+        tok, pooled, mask = encode_prompts(list(row), self.tokenizer, self.text_encoder,
                                            batch_size=1 if per_image else 256)
-        at = torch.tensor([distinct.index(t) for t in texts], device=tok.device)
+        at = torch.tensor([row[t] for t in texts], device=tok.device)
         device, dtype = self.unet.device, self.unet.dtype
         return tok[at].to(device, dtype), pooled[at].to(device, dtype), mask[at].to(device)
 
@@ -338,7 +340,7 @@ class Text2FacePipeline(DiffusionPipeline):
         return (noise * scheduler.init_noise_sigma).to(self.unet.dtype), scheduler.timesteps, noise
 
     @torch.no_grad()
-    def denoise(self, z, timesteps, scheduler, tok, generators: list, guidance_scale: float = 3.0,
+    def denoise(self, z, timesteps, scheduler, tok, generators: list, guidance_scale: float = DEFAULT_GUIDANCE,
                 per_image: bool = False, progress: bool|None = None, callback_on_step_end=None,
                 callback_on_step_end_tensor_inputs=('latents',), image_latents=None, mask=None,
                 noise=None) -> torch.Tensor:
@@ -392,7 +394,8 @@ class Text2FacePipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, prompt: str|list|None = None, image=None, mask_image=None, strength: float|None = None,
-                 num_inference_steps: int = 20, guidance_scale: float = 3.0, negative_prompt: str|list|None = None,
+                 num_inference_steps: int = 20, guidance_scale: float = DEFAULT_GUIDANCE,
+                 negative_prompt: str|list|None = None,
                  num_images_per_prompt: int = 1, generator: torch.Generator|list|None = None, latents=None,
                  prompt_embeds=None, negative_prompt_embeds=None, pooled_prompt_embeds=None,
                  prompt_attention_mask=None, output_type: str = 'pil', return_dict: bool = True,
@@ -615,13 +618,14 @@ def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float|None = N
     denoising steps (`num_inference_steps`), reproducible from `seed` (image i gets generator seed + i; or one seed
     per image), in any batch with `batch_invariant`. With `image` (one photo, or one per prompt) it edits the photo:
     `strength` of the schedule runs from it, only where `mask_image` is white if given. `guidance_scale` defaults to
-    3, or `DEFAULT_EDIT_GUIDANCE` with `image` (edits need a firmer push to change the photo). `BadImages` for a NaN or
-    all-black result. Quiet unless `verbose`: no library warnings; a progress bar only on a terminal (or `progress`)"""
+    `DEFAULT_GUIDANCE`, or `DEFAULT_EDIT_GUIDANCE` with `image` (edits need a firmer push to change the photo).
+    `BadImages` for a NaN or all-black result. Quiet unless `verbose`: no library warnings; a progress bar only on a
+    terminal (or `progress`)"""
     pipe = load_pipeline(model, device, verbose=verbose)
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts: raise ValueError("no prompts given")
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")
-    if guidance_scale is None: guidance_scale = 3.0 if image is None else DEFAULT_EDIT_GUIDANCE
+    if guidance_scale is None: guidance_scale = DEFAULT_GUIDANCE if image is None else DEFAULT_EDIT_GUIDANCE
     count, prompts = len(prompts), [p for p in prompts for _ in range(n)]
     if seed is None: seeds = torch.randint(0, 2**31, (len(prompts),)).tolist()
     elif isinstance(seed, (int, np.integer)): seeds = [int(seed) + i for i in range(len(prompts))]
@@ -665,7 +669,7 @@ def generate_cli(prompt: str,                         # what to draw, e.g. "a sm
                  n: int = 1,                          # images to make
                  seed: int = None,                    # seed of the first image (image i gets seed + i)
                  steps: int = 20,                     # denoising steps
-                 guidance_scale: float = 3.0,         # classifier-free guidance weight
+                 guidance_scale: float = DEFAULT_GUIDANCE, # classifier-free guidance weight
                  negative_prompt: str = None,         # what to steer away from
                  scheduler: str = None,               # ddpm, ddim, dpm++, euler, euler_a, unipc (default: the model's)
                  init: str = 'cvae',                  # cvae (start from the text prior) or noise
