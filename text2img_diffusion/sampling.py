@@ -394,7 +394,7 @@ class Text2FacePipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, prompt: str|list|None = None, image=None, mask_image=None, strength: float|None = None,
-                 num_inference_steps: int = 20, guidance_scale: float = DEFAULT_GUIDANCE,
+                 num_inference_steps: int = 20, guidance_scale: float|None = None,
                  negative_prompt: str|list|None = None,
                  num_images_per_prompt: int = 1, generator: torch.Generator|list|None = None, latents=None,
                  prompt_embeds=None, negative_prompt_embeds=None, pooled_prompt_embeds=None,
@@ -415,7 +415,8 @@ class Text2FacePipeline(DiffusionPipeline):
                 `DEFAULT_EDIT_STRENGTH`; small keeps more of it) or, with init='cvae', from the prior's sample
                 (default `DEFAULT_STRENGTH`).
             num_inference_steps: denoising steps of the whole schedule (with `strength` < 1, fewer run).
-            guidance_scale: classifier-free guidance weight w; 1 turns guidance off.
+            guidance_scale: classifier-free guidance weight w; 1 turns guidance off (default `DEFAULT_GUIDANCE`,
+                or `DEFAULT_EDIT_GUIDANCE` with `image`: an edit needs a firmer push to change the photo).
             negative_prompt: what to steer away from: one string, or one per prompt (default: the empty prompt).
             num_images_per_prompt: images per prompt; image k of prompt p is row p · num_images_per_prompt + k.
             generator: one `torch.Generator` per image (a list) or one for all; all noise is drawn from them on the
@@ -443,6 +444,7 @@ class Text2FacePipeline(DiffusionPipeline):
         self.check_inputs(prompts, num_inference_steps, output_type, strength, num_images_per_prompt,
                           callback_on_step_end_tensor_inputs, prompt_embeds, negative_prompt, negative_prompt_embeds)
         if strength is None: strength = DEFAULT_EDIT_STRENGTH if edit else DEFAULT_STRENGTH
+        if guidance_scale is None: guidance_scale = DEFAULT_EDIT_GUIDANCE if edit else DEFAULT_GUIDANCE
         per_image = self.device.type == 'cpu' if batch_invariant is None else bool(batch_invariant)
         self._interrupt, guidance = False, guidance_scale != 1.0
         if prompt_embeds is None:
@@ -625,7 +627,6 @@ def generate(prompt, n: int = 1, steps: int = 20, guidance_scale: float|None = N
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts: raise ValueError("no prompts given")
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")
-    if guidance_scale is None: guidance_scale = DEFAULT_GUIDANCE if image is None else DEFAULT_EDIT_GUIDANCE
     count, prompts = len(prompts), [p for p in prompts for _ in range(n)]
     if seed is None: seeds = torch.randint(0, 2**31, (len(prompts),)).tolist()
     elif isinstance(seed, (int, np.integer)): seeds = [int(seed) + i for i in range(len(prompts))]
