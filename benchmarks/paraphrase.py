@@ -54,11 +54,12 @@ def text_side(args) -> pd.DataFrame:
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    "mean ± sd over seeds per encoder (and vocabulary)"
+    "mean ± sd over seeds per encoder (and vocabulary); the mean alone for one seed"
     by = ['encoder', 'vocabulary'] if 'vocabulary' in df else ['encoder']
     g = df.drop(columns='seed').groupby(by, sort=False)
-    mean, sd = g.mean(), g.std(ddof=1)
-    return mean.round(3).astype(str) + ' ± ' + sd.round(3).astype(str) + f' (n={g.size().iloc[0]})'
+    mean, sd, n = g.mean(), g.std(ddof=1), g.size().iloc[0]
+    out = mean.map('{:.3f}'.format)                     # formatted here: pandas' str dtype turns 'x' + NaN into NaN
+    return (out + ' ± ' + sd.map('{:.3f}'.format) if n > 1 else out) + f' (n={n})'
 
 
 def per_call(f, n: int = 5) -> tuple:
