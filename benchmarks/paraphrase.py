@@ -46,6 +46,7 @@ def text_side(args) -> pd.DataFrame:
                     _, _, m = train_clip(out, data_path=str(data), preset=args.preset, n_images=args.n_images,
                                          size=args.size, epochs=args.epochs, bs=args.bs, lr=args.lr, seed=seed,
                                          text_model=text_model, adapter_layers=args.adapter_layers,
+                                         token_dropout=args.token_dropout if text_model != 'scratch' else 0.,
                                          caption_vocabulary=vocabulary, caption_pool=args.caption_pool)
                     row = dict(encoder=text_model, vocabulary=vocabulary, seed=seed)
                     for k, sub in KEYS: row[f'{k}.{sub}' if sub else k] = m[k][sub] if sub else m[k]
@@ -124,6 +125,7 @@ if __name__ == '__main__':
     ap.add_argument('--size', type=int, default=32); ap.add_argument('--epochs', type=int, default=6)
     ap.add_argument('--bs', type=int, default=64); ap.add_argument('--lr', type=float, default=2e-3)
     ap.add_argument('--adapter_layers', type=int, default=1)
+    ap.add_argument('--token_dropout', type=float, default=0., help="a language model's adapter: train_clip's option")
     ap.add_argument('--caption_pool', type=int, default=0,
                     help="train_clip's caption_pool: captions per face drawn once (-lm preset: 4); 0: fresh ones")
     ap.add_argument('--no-text', dest='text', action='store_false', help='skip the text-side training comparison')

@@ -421,9 +421,10 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
     def __init__(self, lm_source: str = 'minilm', lm_sha256: str|None = None, lm_dim: int = 384,
                  hidden_size: int = 128, max_position_embeddings: int = 48, adapter_layers: int = 1,
                  num_attention_heads: int = 4, caption_pool: int = 0, caption_seed: int = 0,
-                 caption_vocabulary: str = 'templates'):
+                 caption_vocabulary: str = 'templates', token_dropout: float = 0.):
         # caption_*: the fixed caption pool the adapter was trained on (0: fresh captions), a record that 04 and 05
-        # read to draw the same pool, so that one text-state cache serves all three stages
+        # read to draw the same pool, so that one text-state cache serves all three stages.
+        # token_dropout: the share of token states hidden from the adapter at random while it trains (never the first)
         super().__init__()
         self.norm_in, self.proj = nn.LayerNorm(lm_dim), nn.Linear(lm_dim, hidden_size)
         self.layers = nn.ModuleList([nn.TransformerEncoderLayer(hidden_size, num_attention_heads, 2 * hidden_size,
@@ -492,6 +493,9 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         if attention_mask is None: attention_mask = torch.ones_like(input_ids)
         mask = attention_mask.to(self.proj.weight.device)
         h = self.lm_states(input_ids.to(mask.device), mask)
+        if self.training and self.config.token_dropout:   # read each word, not only the template around it
+            keep = torch.rand(mask.shape, device=mask.device) >= self.config.token_dropout
+            mask = mask * keep.index_fill(1, torch.tensor([0], device=mask.device), True)
         x = self.proj(self.norm_in(h.to(self.proj.weight.dtype)))
         for layer in self.layers: x = layer(x, src_key_padding_mask=mask == 0)
         m = mask[..., None].to(x.dtype)
@@ -508,13 +512,14 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
 
 # %% ../nbs/03_clip_cond.ipynb #4d5478e7
 def make_lm_encoder(text_model: str = 'minilm', hidden_size: int = 128, max_length: int = 48, adapter_layers: int = 1,
-                    seed: int|None = None, device=None) -> tuple:
+                    seed: int|None = None, device=None, token_dropout: float = 0.) -> tuple:
     "(the language model's tokenizer, a fresh `LMTextEncoder` on it) for `text_model`: 'minilm', a folder or a hub id"
     folder, sha = resolve_language_model(text_model)
     tok, lm = load_language_model(folder, device)
     if seed is not None: torch.manual_seed(seed)
     heads = next(h for h in (4, 2, 1) if hidden_size % h == 0)
-    enc = LMTextEncoder(text_model, sha, lm.config.hidden_size, hidden_size, max_length, adapter_layers, heads)
+    enc = LMTextEncoder(text_model, sha, lm.config.hidden_size, hidden_size, max_length, adapter_layers, heads,
+                        token_dropout=token_dropout)
     object.__setattr__(enc, '_lm', lm)
     return tok, enc.to(device or 'cpu')
 
@@ -1131,6 +1136,7 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                text_attr_weight: float = 3.,   # weight of the auxiliary text-attribute loss on pooled text (0: none)
                text_model: str = 'scratch',    # text tower: 'scratch' (trained here), 'minilm', an LM folder or hub id
                adapter_layers: int = 1,        # transformer layers in a language model's adapter (0: LayerNorm+Linear)
+               token_dropout: float = 0.,      # share of an LM's token states hidden from its adapter in training
                caption_pool: int = 0,          # captions per image, drawn once (0: fresh each time); LM states cached
                caption_vocabulary: str = 'templates',  # words captions are written in: 'templates' or 'wordnet'
                caption_seed: int = 0,          # seed of the caption pool (with each image's id; 04 and 05 use it)
@@ -1152,7 +1158,8 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
             model = make_clip(preset, tok, image_size=size, seed=seed)
         else:   # LiT: a locked pretrained language model + a trained adapter, the same image tower
             set_seed(seed)
-            tok, enc = make_lm_encoder(text_model, p['text']['hidden_size'], p['max_length'], adapter_layers, seed)
+            tok, enc = make_lm_encoder(text_model, p['text']['hidden_size'], p['max_length'], adapter_layers, seed,
+                                       token_dropout=token_dropout)
             model = make_lit_clip(preset, enc, image_size=size, seed=seed)
             enc.register_to_config(caption_pool=caption_pool, caption_seed=caption_seed,   # 04 and 05 read these
                                    caption_vocabulary=caption_vocabulary)
@@ -1169,7 +1176,8 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
         counts = detach_text_states(TextConditioner(tok, model))   # LM states: from disk / memory / computed
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,
                        attr_weight=attr_weight, text_attr_weight=text_attr_weight, text_model=text_model,
-                       adapter_layers=adapter_layers if text_model != 'scratch' else None, caption_pool=caption_pool,
+                       adapter_layers=adapter_layers if text_model != 'scratch' else None,
+                       token_dropout=token_dropout if text_model != 'scratch' else None, caption_pool=caption_pool,
                        caption_vocabulary=caption_vocabulary, caption_seed=caption_seed, text_state_counts=counts,
                        train_seconds=round(time.time() - t0, 1), temperature=1 / model.logit_scale.exp().item(),
                        final=final)

@@ -187,7 +187,7 @@ class CVAEModule(nn.Module):
 def cvae_learner(dls, cvae: LatentCVAE, conditioner, lr: float = 2e-3, beta: float = 1.0, free_bits: float = 0.1,
                  warmup: float = 0.3, warmup_kind: str = 'linear', cbs=None) -> Learner:
     "A fastai Learner training `cvae` on batches of (latents, captions, ...) with a frozen text `conditioner`"
-    for p in conditioner.text_encoder.parameters(): p.requires_grad_(False)
+    conditioner.text_encoder.eval().requires_grad_(False)   # frozen: no dropout, no gradients
     return Learner(dls, CVAEModule(cvae), loss_func=CVAELoss(beta, free_bits), opt_func=Adam, lr=lr,
                    metrics=[rec_metric, kl_metric],
                    cbs=[EncodeText(conditioner), LossWarmup(beta, warmup_kind, warmup, attr='beta')] + list(cbs or []))
