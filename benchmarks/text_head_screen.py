@@ -7,6 +7,7 @@ computed once per caption draw, so a variant trains in seconds: a screen for iss
 (benchmarks/paraphrase.py) or a bundle retrain. It leaves out the contrastive loss, which also shapes the pooled space.
 
     python benchmarks/text_head_screen.py --draws 0 1 --seeds 0 1 --out /tmp/screen.json
+    python benchmarks/text_head_screen.py --n_faces 1600 --k 12 --epochs 1   # a CLIP run's caption budget (19,200)
 
 Variants: `pooled` (a linear head on the language model's own mean-pooled embedding, no adapter), `adapter` (what
 `LMTextEncoder` does), `adapter+pooled` (the mean-pooled embedding added to every adapter input), `adapter+drop`
