@@ -46,7 +46,7 @@ def text_side(args) -> pd.DataFrame:
                     _, _, m = train_clip(out, data_path=str(data), preset=args.preset, n_images=args.n_images,
                                          size=args.size, epochs=args.epochs, bs=args.bs, lr=args.lr, seed=seed,
                                          text_model=text_model, adapter_layers=args.adapter_layers,
-                                         token_dropout=args.token_dropout if text_model != 'scratch' else 0.,
+                                         token_dropout=args.token_dropout,
                                          caption_vocabulary=vocabulary, caption_pool=args.caption_pool)
                     row = dict(encoder=text_model, vocabulary=vocabulary, seed=seed)
                     for k, sub in KEYS: row[f'{k}.{sub}' if sub else k] = m[k][sub] if sub else m[k]
