@@ -2,7 +2,7 @@
 
 Each variant is trained with the text-attribute loss alone (BCE of a linear head on the pooled text embedding against
 the face's attributes) on template captions, and scored on clip_cond.HELD_OUT_PARAPHRASES the way
-`held_out_text_scores` scores a CLIP's text-attribute head. No image tower, and the language model's states are
+`held_out_text_scores` scores a CLIP's text-attribute head No image tower, and the language model's states are
 computed once per caption draw, so a variant trains in seconds: a screen for issue #18's levers before a CLIP run
 (benchmarks/paraphrase.py) or a bundle retrain. It leaves out the contrastive loss, which also shapes the pooled space.
 
@@ -17,7 +17,7 @@ import argparse, json, time
 
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 
-from text2img_diffusion.clip_cond import HELD_OUT_PARAPHRASES, make_lm_encoder, tokenize_prompts
+from text2img_diffusion.clip_cond import HELD_OUT_PARAPHRASES, held_out_attr_scores, make_lm_encoder, tokenize_prompts
 from text2img_diffusion.data import SYNTHETIC_RENDERED, captions_for, sample_attributes
 
 ATTRS = list(SYNTHETIC_RENDERED)
@@ -110,16 +110,12 @@ def train_variant(name, H, M, Y, seed: int, epochs: int, bs: int = 128, lr: floa
 
 
 def held_out_scores(predict, H, M) -> tuple:
-    "As `clip_cond.held_out_text_scores`, plus each prompt's wrongly read attributes"
+    "`clip_cond.held_out_attr_scores` of the variant's reading, and each prompt's wrongly read attributes"
     with torch.no_grad(): pred = (predict(H, M) > 0)
-    right, neg, wrong = [], [], {}
-    for j, (q, a, ns) in enumerate(HELD_OUT_PARAPHRASES):
-        rs = [bool(pred[j, ATTRS.index(k)]) == bool(v) for k, v in a.items()]
-        right.append(rs); neg += [bool(pred[j, ATTRS.index(k)]) == bool(a[k]) for k in ns]
-        bad = [k for (k, _), ok in zip(a.items(), rs) if not ok]
-        if bad: wrong[q] = bad
-    return dict(attr_accuracy=float(np.mean([r for rs in right for r in rs])), negation_accuracy=float(np.mean(neg)),
-                prompt_exact=float(np.mean([all(rs) for rs in right]))), wrong
+    wrong = {q: bad for j, (q, a, _) in enumerate(HELD_OUT_PARAPHRASES)
+             if (bad := [k for k, v in a.items() if bool(pred[j, ATTRS.index(k)]) != bool(v)])}
+    scores = held_out_attr_scores(pred, ATTRS)
+    return {k: scores[k] for k in ('attr_accuracy', 'negation_accuracy', 'prompt_exact')}, wrong
 
 
 def main():

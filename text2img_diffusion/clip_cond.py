@@ -53,8 +53,8 @@ __all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', '
            'latent_caption_setup', 'build_run_text_states', 'clip_pixels', 'ClipContrastive', 'clip_loss',
            'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip',
            'text_features', 'image_features', 'clip_score', 'load_images', 'retrieval_recall', 'linear_probe',
-           'template_caption', 'paraphrase_recall', 'held_out_prompt_set', 'held_out_text_scores', 'evaluate_clip',
-           'pca_2d', 'plot_embedding_space', 'train_clip', 'train_clip_cli']
+           'template_caption', 'paraphrase_recall', 'held_out_prompt_set', 'held_out_attr_scores',
+           'held_out_text_scores', 'evaluate_clip', 'pca_2d', 'plot_embedding_space', 'train_clip', 'train_clip_cli']
 
 # %% ../nbs/03_clip_cond.ipynb #6e7f5b10
 BOS, EOS, PAD, UNK = '<|startoftext|>', '<|endoftext|>', '<pad>', '<unk>'
@@ -1027,6 +1027,17 @@ def held_out_prompt_set(n_seeds: int = 1, seed: int = 0, queries=None) -> pd.Dat
     return pd.DataFrame(rows)
 
 # %% ../nbs/03_clip_cond.ipynb #7df31c90
+def held_out_attr_scores(pred, attr_names, queries=None) -> dict:
+    """Attributes read from held-out paraphrases (`pred` [n_queries, n_attrs] booleans, columns `attr_names`) scored:
+    accuracy over every asked attribute, over the attributes stated by negation, and the share of prompts all right"""
+    queries = HELD_OUT_PARAPHRASES if queries is None else queries
+    col = {a: i for i, a in enumerate(attr_names)}
+    right = [[bool(pred[j, col[k]]) == bool(v) for k, v in a.items()] for j, (_, a, _) in enumerate(queries)]
+    neg = [bool(pred[j, col[k]]) == bool(a[k]) for j, (_, a, ns) in enumerate(queries) for k in ns]
+    return dict(attr_accuracy=float(np.mean([r for rs in right for r in rs])),
+                negation_accuracy=float(np.mean(neg)) if neg else float('nan'),
+                prompt_exact=float(np.mean([all(rs) for rs in right])), n_prompts=len(queries), n_negations=len(neg))
+
 @torch.no_grad()
 def held_out_text_scores(net: ClipContrastive, tokenizer, attr_names, queries=None) -> dict:
     """The text-attribute head of a trained `ClipContrastive` read on held-out paraphrases: accuracy over every asked
@@ -1042,12 +1053,7 @@ def held_out_text_scores(net: ClipContrastive, tokenizer, attr_names, queries=No
                                  attention_mask=enc['attention_mask'].to(dev)).pooler_output
     pred = (net.text_attr_head(emb) > 0).cpu()
     net.train(was_training)
-    col = {a: i for i, a in enumerate(attr_names)}
-    right = [[bool(pred[j, col[k]]) == bool(v) for k, v in a.items()] for j, (_, a, _) in enumerate(queries)]
-    neg = [pred[j, col[k]].item() == bool(a[k]) for j, (_, a, ns) in enumerate(queries) for k in ns]
-    return dict(attr_accuracy=float(np.mean([r for rs in right for r in rs])),
-                negation_accuracy=float(np.mean(neg)) if neg else float('nan'),
-                prompt_exact=float(np.mean([all(rs) for rs in right])), n_prompts=len(queries), n_negations=len(neg))
+    return held_out_attr_scores(pred, attr_names, queries)
 
 # %% ../nbs/03_clip_cond.ipynb #631645f3
 def evaluate_clip(model: CLIPModel, tokenizer, df: pd.DataFrame, size: int = 64, n_candidates: int = 100,
