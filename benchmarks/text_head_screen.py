@@ -24,7 +24,7 @@ ATTRS = list(SYNTHETIC_RENDERED)
 
 
 def lm_states(texts, tok, enc, max_length: int = 48, bs: int = 256, layers=None) -> tuple:
-    """(token states [N, L, 384] float16, attention mask [N, L]) of the frozen language model: its last layer's (what
+    """(token states [N, L, lm width] float16, attention mask [N, L]) of the frozen language model: its last layer's (what
     `LMTextEncoder` reads), or the mean of hidden `layers` (0: the input embeddings)"""
     hs, ms = [], []
     for i in range(0, len(texts), bs):
@@ -52,7 +52,7 @@ def caption_draw(n_faces: int, k: int, draw: int, vocabulary: str = 'templates')
 
 class Adapter(nn.Module):
     "`LMTextEncoder`'s adapter (LayerNorm, Linear, transformer layers, LayerNorm, masked mean), with the options"
-    def __init__(self, lm_dim=384, hidden=128, layers=1, pooled=False, token_drop=0., noise=0.):
+    def __init__(self, lm_dim, hidden=128, layers=1, pooled=False, token_drop=0., noise=0.):
         super().__init__()
         self.pooled, self.token_drop, self.noise = pooled, token_drop, noise
         self.norm_in, self.proj = nn.LayerNorm(lm_dim), nn.Linear(lm_dim, hidden)
@@ -83,15 +83,16 @@ class Pooled(nn.Module):
         return (h.float() * m).sum(1) / m.sum(1).clamp(min=1)
 
 
-VARIANTS = {'pooled': lambda: (Pooled(), 384), 'adapter': lambda: (Adapter(), 128),
-            'adapter+pooled': lambda: (Adapter(pooled=True), 128),
-            'adapter+drop': lambda: (Adapter(token_drop=0.15), 128),
-            'adapter+noise': lambda: (Adapter(noise=0.5), 128), 'adapter2': lambda: (Adapter(layers=2), 128)}
+# variant → (lm_dim → (the text body, the width of its pooled output))
+VARIANTS = {'pooled': lambda d: (Pooled(), d), 'adapter': lambda d: (Adapter(d), 128),
+            'adapter+pooled': lambda d: (Adapter(d, pooled=True), 128),
+            'adapter+drop': lambda d: (Adapter(d, token_drop=0.15), 128),
+            'adapter+noise': lambda d: (Adapter(d, noise=0.5), 128), 'adapter2': lambda d: (Adapter(d, layers=2), 128)}
 
 
 def train_variant(name, H, M, Y, seed: int, epochs: int, bs: int = 128, lr: float = 2e-3):
     torch.manual_seed(seed)
-    body, dim = VARIANTS[name]()
+    body, dim = VARIANTS[name](H.shape[-1])
     head = nn.Linear(dim, Y.shape[1])
     params = list(body.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
@@ -127,8 +128,9 @@ def main():
     ap.add_argument('--epochs', type=int, default=8); ap.add_argument('--out')
     ap.add_argument('--vocabulary', default='templates', choices=['templates', 'wordnet'])
     ap.add_argument('--lm_layers', nargs='+', type=int, help="mean of these hidden layers (default: the last's)")
+    ap.add_argument('--text_model', default='minilm', help="the frozen language model: 'minilm', a folder or a hub id")
     args = ap.parse_args()
-    tok, enc = make_lm_encoder('minilm', 128, 48, seed=0)
+    tok, enc = make_lm_encoder(args.text_model, 128, 48, seed=0)
     Hq, Mq = lm_states([q for q, *_ in HELD_OUT_PARAPHRASES], tok, enc, layers=args.lm_layers)
     rows, misses = [], {}
     for draw in args.draws:

