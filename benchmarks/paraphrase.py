@@ -12,7 +12,7 @@ Three measurements, each optional:
 usage (CPU, ~4 min per trained CLIP at the defaults; one torch thread):
   python benchmarks/paraphrase.py --out /tmp/para --seeds 0 1 --n_images 2000 --size 32 --epochs 6
   python benchmarks/paraphrase.py --out /tmp/para --vocabularies templates wordnet   # the captions' words (issue #18)
-  python benchmarks/paraphrase.py --costs --no-text
+  python benchmarks/paraphrase.py --costs --no-text [--costs_text_model mpnet]
   python benchmarks/paraphrase.py --no-text --pipelines text2img_diffusion/bundled/celeba64 NEW_BUNDLE --n_seeds 4
 """
 import argparse, json, tempfile, time
@@ -73,7 +73,7 @@ def per_call(f, n: int = 5) -> tuple:
 
 def costs(args) -> dict:
     "Encoding 8 prompts (and the 16 texts guidance encodes) vs one 20-step generate() of 8 images"
-    tok, enc = make_lm_encoder('minilm', 128, 48, args.adapter_layers, seed=0)
+    tok, enc = make_lm_encoder(args.costs_text_model, 128, 48, args.adapter_layers, seed=0)
     prompts = [q for q, *_ in HELD_OUT_PARAPHRASES[:8]]
     r = np.random.default_rng(0)
     captions = [captions_for(sample_attributes(r), n=1, seed=i, rendered=SYNTHETIC_RENDERED)[0] for i in range(128)]
@@ -130,6 +130,7 @@ if __name__ == '__main__':
                     help="train_clip's caption_pool: captions per face drawn once (-lm preset: 4); 0: fresh ones")
     ap.add_argument('--no-text', dest='text', action='store_false', help='skip the text-side training comparison')
     ap.add_argument('--costs', action='store_true', help='time encoding against generation')
+    ap.add_argument('--costs_text_model', default='minilm', help="--costs: the language model timed ('minilm', 'mpnet')")
     ap.add_argument('--pipelines', nargs='+', default=[], help='saved pipelines to score on the held-out prompts')
     ap.add_argument('--n_seeds', type=int, default=4, help='images per held-out prompt for --pipelines')
     ap.add_argument('--first_seed', type=int, default=0,

@@ -123,6 +123,9 @@ PIPELINE_PRESETS['celeba128'] = _derived('celeba64', 'real CelebA at 128 px on o
 PIPELINE_PRESETS['synthetic64-cpu-lm'] = _derived('synthetic64-cpu',
     "synthetic64-cpu with all-MiniLM-L6-v2 (frozen) + an adapter as text encoder: 4 captions per face, drawn once, "
     "their language-model states cached once for 03, 04 and 05", clip=dict(text_model='minilm', caption_pool=4))
+PIPELINE_PRESETS['synthetic64-cpu-mpnet'] = _derived('synthetic64-cpu-lm',
+    "synthetic64-cpu-lm with all-mpnet-base-v2 (12 layers, 768 wide; pip install '.[mpnet]') as the frozen language "
+    "model", clip=dict(text_model='mpnet'))
 
 # %% ../nbs/10_train_pipeline.ipynb #f7fc5003
 STAGE_CALLS = dict(judge='text2img_diffusion.judge:judge_train', vae='text2img_diffusion.vae:train_vae',
