@@ -130,7 +130,7 @@ if __name__ == '__main__':
                     help="train_clip's caption_pool: captions per face drawn once (-lm preset: 4); 0: fresh ones")
     ap.add_argument('--no-text', dest='text', action='store_false', help='skip the text-side training comparison')
     ap.add_argument('--costs', action='store_true', help='time encoding against generation')
-    ap.add_argument('--costs_text_model', default='minilm', help="--costs: the language model timed ('minilm', 'mpnet')")
+    ap.add_argument('--costs_text_model', default='minilm', help="--costs: the language model timed: minilm, mpnet")
     ap.add_argument('--pipelines', nargs='+', default=[], help='saved pipelines to score on the held-out prompts')
     ap.add_argument('--n_seeds', type=int, default=4, help='images per held-out prompt for --pipelines')
     ap.add_argument('--first_seed', type=int, default=0,

@@ -24,7 +24,7 @@ ATTRS = list(SYNTHETIC_RENDERED)
 
 
 def lm_states(texts, tok, enc, max_length: int = 48, bs: int = 256, layers=None) -> tuple:
-    """(token states [N, L, lm width] float16, attention mask [N, L]) of the frozen language model: its last layer's (what
+    """(token states [N, L, width] float16, attention mask [N, L]) of the frozen language model: its last layer's (what
     `LMTextEncoder` reads), or the mean of hidden `layers` (0: the input embeddings)"""
     hs, ms = [], []
     for i in range(0, len(texts), bs):

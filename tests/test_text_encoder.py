@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest, torch, torch.nn.functional as F
 from transformers import BertConfig, BertModel
 
-from text2img_diffusion.clip_cond import (MINILM, MPNET, LanguageModelChanged, LMTextEncoder, TextConditioner, TextStateCache,
+from text2img_diffusion.clip_cond import (MINILM, MPNET, LanguageModelChanged, LMTextEncoder, TextConditioner,
+                                          TextStateCache,
                                           TextStatesStale, build_text_state_cache, caption_pool_settings,
                                           encode_prompts, extract_packaged_model, file_sha256, latent_caption_pool,
                                           load_language_model, packaged_model_parts, packaged_model_zip,

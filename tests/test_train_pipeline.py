@@ -77,3 +77,29 @@ def test_bad_requests_fail_with_one_clear_line(tmp_path):
         said = str(e.value.code)
         assert said.startswith('t2i train: ') and msg in said and '\n' not in said, (args, said)
         assert not (tmp_path/'x').exists(), args
+
+JOB = '''import json, sys
+from pathlib import Path
+def train(out_dir, resume=None):
+    "Fails once after its first checkpoint; the next attempt records what it was resumed from"
+    out = Path(out_dir)
+    if resume is None:
+        ck = out/'checkpoints'/'epoch-0001'; ck.mkdir(parents=True); (ck/'state.pt').write_bytes(b'')
+        (out/'checkpoints'/'latest.json').write_text(json.dumps(dict(latest='epoch-0001')))
+        sys.exit(3)
+    (out/'resumed.txt').write_text(resume)
+'''
+
+def test_an_interrupted_stage_continues_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    "The runner's second attempt at a stage that checkpointed passes the set-aside attempt as `resume`"
+    from text2img_diffusion.train_pipeline import PipelineError, PipelineRun, Stage
+    (tmp_path/'resumable_job.py').write_text(JOB)
+    monkeypatch.syspath_prepend(str(tmp_path)); monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+    stage = Stage('fit', call='resumable_job:train', params=dict(out_dir='{fit}'))
+    with pytest.raises(PipelineError, match='exit status 3'): PipelineRun(tmp_path/'run', {'fit': stage}).run()
+    PipelineRun(tmp_path/'run', {'fit': stage}).run(show_progress=False)
+    aside, = (tmp_path/'run'/'.attempts').iterdir()
+    assert (tmp_path/'run'/'fit'/'resumed.txt').read_text() == str(aside) and (aside/'checkpoints').is_dir()
+    assert f"fit started (call resumable_job:train), resuming {aside}" in capsys.readouterr().out
+    rec = json.loads((tmp_path/'run'/'record'/'fit.json').read_text())
+    assert rec['params'] == {'out_dir': str(tmp_path/'run'/'fit')}            # resume is not one of its settings

@@ -13,13 +13,14 @@ from fastprogress.fastprogress import progress_bar
 import text2img_diffusion
 from .core import BUNDLED_JUDGE, BUNDLED_MODEL, NOTEBOOK_RUN_ENV, atomic_write
 from .data import data_summary, load_data
+from .training import find_checkpoint
 
 # %% auto #0
 __all__ = ['NOTEBOOKS_ENV', 'SKIP_FLAGS', 'PIPELINE_PRESETS', 'STAGE_CALLS', 'LM_CAPTION_POOL', 'SMOKE_IMAGES', 'SMOKE_SPLIT',
            'SMOKE_DATA_IMAGES', 'notebooks_dir', 'cell_flags', 'job_notebook', 'Stage', 'expand', 'pipeline_stages',
            'PipelineError', 'parse_overrides', 'preset_settings', 'override_preset', 'apply_overrides',
-           'smoke_settings', 'smoke_subset', 'as_calls', 'call_function', 'PipelineRun', 'run_summary', 'describe_data',
-           'left_out', 'train_pipeline', 'train_cli']
+           'smoke_settings', 'smoke_subset', 'as_calls', 'call_function', 'PipelineRun', 'notebook_parameters',
+           'run_summary', 'describe_data', 'left_out', 'train_pipeline', 'train_cli']
 
 # %% ../nbs/10_train_pipeline.ipynb #973fabdc
 NOTEBOOKS_ENV = 'T2I_NOTEBOOKS'
@@ -391,6 +392,26 @@ def set_aside(self: PipelineRun, s: Stage) -> Path|None:
     os.replace(d, att/f"{stem}-{k}")
     return att/f"{stem}-{k}"
 
+# %% ../nbs/10_train_pipeline.ipynb #ed1d1c1d
+def notebook_parameters(path) -> list:
+    "The names the `parameters`-tagged cell of the notebook at `path` assigns: what papermill can set"
+    cells = nbformat.read(path, as_version=4).cells
+    cell = next((c for c in cells if 'parameters' in c.metadata.get('tags', [])), None)
+    if cell is None: return []
+    return [t.id for n in ast.parse(cell.source).body if isinstance(n, (ast.Assign, ast.AnnAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)]
+
+@patch
+def resume_from(self: PipelineRun, s: Stage, aside) -> str|None:
+    """The folder a new attempt at `s` continues from: `aside` (a set-aside attempt) when it holds a checkpoint and the
+    job of `s` takes `resume`; else None (the stage starts over)"""
+    if aside is None or find_checkpoint(aside) is None: return None
+    if s.notebook: names = notebook_parameters(self.nbs/f'{s.notebook}.ipynb')
+    else:
+        m, f = s.call.split(':')
+        names = inspect.signature(getattr(importlib.import_module(m), f)).parameters
+    return str(Path(aside).resolve()) if 'resume' in names else None
+
 # %% ../nbs/10_train_pipeline.ipynb #69a760c1
 @patch
 def job_env(self: PipelineRun) -> dict:
@@ -421,22 +442,23 @@ def _die_with_parent():
 
 # %% ../nbs/10_train_pipeline.ipynb #d46fd415
 class _Job:
-    "A launched stage: its `Stage`, process, open log file and start time"
-    def __init__(self, stage, proc, log, t0): store_attr()
+    "A launched stage: its `Stage`, process, open log file, start time, and the attempt it resumes (or None)"
+    def __init__(self, stage, proc, log, t0, resumed=None): store_attr()
 
 @patch
 def launch(self: PipelineRun, s: Stage) -> _Job:
-    "Start the job of `s` in a fresh folder of its own, its output going to record/<stage>.log"
-    self.set_aside(s)
+    """Start the job of `s` in a fresh folder of its own, its output going to record/<stage>.log; an interrupted
+    attempt's folder is set aside, and continued from when it holds a checkpoint the job can resume"""
+    resumed = self.resume_from(s, self.set_aside(s))
     self.paths[s.name].mkdir(parents=True)
-    params = self.params(s)
+    params = self.params(s) | ({'resume': resumed} if resumed else {})
     env, cmd = self.job_env(), self.job_command(s, params)
     log = open(self.rec/f'{s.name}.log', 'w')
     log.write(f"# {s.job}\n# {json.dumps(params)}\n"); log.flush()
     proc = subprocess.Popen(cmd, cwd=self.out, env=env,   # not cwd=d: stages may swap their folder in whole
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=_die_with_parent)
-    return _Job(s, proc, log, time.time())
+    return _Job(s, proc, log, time.time(), resumed)
 
 # %% ../nbs/10_train_pipeline.ipynb #91ede6c8
 def _tail(path, n=15) -> str:
@@ -490,8 +512,8 @@ def _say(t0: float, msg: str):
 def start_ready(self: PipelineRun, todo: list, done: set, running: dict, t0: float):
     "Launch the stages of `todo` whose inputs are `done`, as many as free job slots allow (moved to `running`)"
     for n in [n for n in todo if set(self.stages[n].needs) <= done][:self.jobs - len(running)]:
-        todo.remove(n); running[n] = self.launch(self.stages[n])
-        _say(t0, f"{n} started ({self.stages[n].job})")
+        todo.remove(n); j = running[n] = self.launch(self.stages[n])
+        _say(t0, f"{n} started ({self.stages[n].job})" + (f", resuming {j.resumed}" if j.resumed else ''))
     if not running: raise PipelineError(f"stages {todo} can never start: their inputs are not produced by this run")
 
 # %% ../nbs/10_train_pipeline.ipynb #d4cb1d74
