@@ -1,4 +1,4 @@
-"""The text side alone, without an image tower: which adapter on a frozen all-MiniLM-L6-v2 reads free text best?
+"""The text side alone, without an image tower: which adapter on a frozen language model reads free text best?
 
 Each variant is trained with the text-attribute loss alone (BCE of a linear head on the pooled text embedding against
 the face's attributes) on template captions, and scored on clip_cond.HELD_OUT_PARAPHRASES the way
@@ -8,6 +8,7 @@ computed once per caption draw, so a variant trains in seconds: a screen for iss
 
     python benchmarks/text_head_screen.py --draws 0 1 --seeds 0 1 --out /tmp/screen.json
     python benchmarks/text_head_screen.py --n_faces 1600 --k 12 --epochs 1   # a CLIP run's caption budget (19,200)
+    python benchmarks/text_head_screen.py --text_model mpnet --variants pooled adapter   # all-mpnet-base-v2, not MiniLM
 
 Variants: `pooled` (a linear head on the language model's own mean-pooled embedding, no adapter), `adapter` (what
 `LMTextEncoder` does), `adapter+pooled` (the mean-pooled embedding added to every adapter input), `adapter+drop`
