@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt, numpy as np, pandas as pd, torch, torch.nn as n
 from fastcore.basics import patch, store_attr
 from fastcore.meta import delegates
 from fastcore.script import call_parse
-from fastprogress.fastprogress import progress_bar
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback  # noqa: F401 (registers the progress bar)
 from fastai.callback.schedule import fit_one_cycle    # noqa: F401 (patches Learner.fit_one_cycle)
@@ -34,7 +33,7 @@ from transformers import AutoConfig, AutoModel, MT5EncoderModel, T5EncoderModel,
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import logging as hf_logging
 
-from .core import atomic_dir, atomic_write, barrier, preset_config, world
+from .core import atomic_dir, atomic_write, barrier, fit_output, preset_config, progress, world
 from .data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, as_frame, captions_for, celeba_dls, load_celeba,
     make_synthetic_celeba, has_attributes, load_data)
 from .judge import CLIP_MEAN, CLIP_STD, load_faces
@@ -674,7 +673,7 @@ def build_text_state_cache(encoder: LMTextEncoder, tokenizer, captions, out_dir,
         states = np.lib.format.open_memmap(Path(d)/'states.npy', mode='w+', dtype=np.float16,
                                            shape=(int(off[-1]), key['lm_dim']))
         ids = np.empty(int(off[-1]), dtype=np.int32)
-        for s in progress_bar(range(0, len(rows), bs), leave=False):
+        for s in progress(range(0, len(rows), bs)):
             b = rows[s:s+bs]
             h = encoder._run_lm(enc['input_ids'][b].to(encoder.device), enc['attention_mask'][b].to(encoder.device))
             h = h.half().cpu().numpy()
@@ -1207,7 +1206,7 @@ def train_clip(out_dir,                        # folder to save the CLIP (and me
                          captions_mode='override' if caption_pool else 'extend', caption_vocabulary=caption_vocabulary)
         learn = clip_learner(dls, model, tok, lr=lr, attr_weight=attr_weight, text_attr_weight=text_attr_weight)
         t0 = time.time()
-        learn.fit_one_cycle(epochs, lr)
+        with fit_output(learn): learn.fit_one_cycle(epochs, lr)
         final = dict(zip(['train_loss', 'valid_loss', 'batch_t2i_top1'], map(float, learn.recorder.values[-1])))
         counts = detach_text_states(TextConditioner(tok, model))   # LM states: from disk / memory / computed
         metrics = dict(preset=preset, n_images=len(df), size=size, epochs=epochs, bs=bs, lr=lr, seed=seed,

@@ -4,18 +4,21 @@
 
 # %% ../nbs/00_core.ipynb #2d54ee4c
 from __future__ import annotations
-import math, os, shutil, tempfile
+import math, os, shutil, sys, tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np, torch, torch.nn as nn
 import torch.distributed as dist
+from fastprogress.fastprogress import IN_NOTEBOOK, progress_bar
 from PIL import Image
 
 import text2img_diffusion
 
 # %% auto #0
 __all__ = ['BUNDLED_MODEL', 'BUNDLED_JUDGE', 'NOTEBOOK_RUN_ENV', 'atomic_write', 'atomic_dir', 'default_device', 'model_device',
-           'to_pil', 'image_grid', 'save_image_grid', 'preset_config', 'world', 'barrier', 'init_distributed', 'unwrap']
+           'bars_shown', 'progress', 'fit_output', 'to_pil', 'image_grid', 'save_image_grid', 'preset_config', 'world',
+           'barrier', 'init_distributed', 'unwrap']
 
 # %% ../nbs/00_core.ipynb #013cfe05
 def _usual_permissions(p: Path):
@@ -58,6 +61,25 @@ def default_device() -> torch.device:
 def model_device(m: nn.Module) -> torch.device:
     "The device of `m`'s first parameter"
     return next(m.parameters()).device
+
+# %% ../nbs/00_core.ipynb #d60b7bce
+def bars_shown() -> bool:
+    "True in a notebook or when stdout is a terminal: where a progress bar has someone to watch it"
+    return bool(IN_NOTEBOOK) or bool(getattr(sys.stdout, 'isatty', lambda: False)())
+
+# %% ../nbs/00_core.ipynb #6e4094e7
+def progress(iterable, total: int|None = None, show: bool|None = None, leave: bool = False):
+    "fastprogress's bar over `iterable` where `show` (default: `bars_shown()`); else `iterable` itself"
+    if show is None: show = bars_shown()
+    return progress_bar(iterable, total=total, leave=leave) if show else iterable
+
+# %% ../nbs/00_core.ipynb #503575d6
+@contextmanager
+def fit_output(learn, show: bool|None = None):
+    "fastai's progress bar and per-epoch table during a fit of `learn`, only where `show` (default: `bars_shown()`)"
+    if show is None: show = bars_shown()
+    if show: yield learn; return
+    with learn.no_bar(), learn.no_logging(): yield learn
 
 # %% ../nbs/00_core.ipynb #6c87a85f
 def to_pil(images: torch.Tensor) -> list:

@@ -16,7 +16,7 @@ from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learne
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 from .clip_cond import TextConditioner, detach_text_states, latent_caption_setup
-from .core import atomic_dir, preset_config
+from .core import atomic_dir, fit_output, preset_config
 from .latents import latent_dls, read_cache_meta
 from .training import Checkpoint, ImageGrid, LossWarmup, MetricsLog, load_checkpoint, trained_model
 from .vae import decode_latents, load_pretrained_vae
@@ -296,7 +296,8 @@ def train_cvae(cache_dir,                     # latent cache folder (latents.bui
     learn = cvae_learner(dls, cvae, conditioner, lr=lr, beta=beta, free_bits=free_bits, warmup=warmup,
                          warmup_kind=warmup_kind, cbs=extra + list(cbs or []))
     start = load_checkpoint(learn, resume) if resume is not None else 0
-    try: learn.fit_one_cycle(epochs, lr, start_epoch=start)
+    try:
+        with fit_output(learn): learn.fit_one_cycle(epochs, lr, start_epoch=start)
     finally: counts = detach_text_states(conditioner)
     save_cvae(cvae, out/'cvae')
     log.write(preset=preset, epochs=epochs, bs=bs, lr=lr, beta=beta, free_bits=free_bits, warmup=warmup,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image, ImageDraw, ImageFile, ImageFilter, ImageOps
 from fastcore.script import call_parse, Param
-from fastprogress.fastprogress import progress_bar
+from .core import progress
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fasttransform import Transform
@@ -232,8 +232,8 @@ def verify_images(locs: list, workers: int = 0) -> np.ndarray:
     "Boolean mask: which image locators decode"
     if workers and len(locs) > 1000:
         with ProcessPoolExecutor(workers) as ex:
-            res = list(progress_bar(ex.map(_decodes, locs, chunksize=256), total=len(locs)))
-    else: res = [_decodes(l) for l in (progress_bar(locs) if len(locs) > 1000 else locs)]
+            res = list(progress(ex.map(_decodes, locs, chunksize=256), total=len(locs)))
+    else: res = [_decodes(l) for l in (progress(locs) if len(locs) > 1000 else locs)]
     return np.array(res, dtype=bool)
 
 # %% ../nbs/00_data.ipynb #e387d1a9
@@ -946,7 +946,7 @@ def make_synthetic_celeba(dest, n: int, seed: int = 0, as_zip: bool = False, wor
         zf = zipfile.ZipFile(tmp/'img_align_celeba.zip', 'w', zipfile.ZIP_STORED) if as_zip else None
         img_dir = tmp/'img_align_celeba'/'img_align_celeba'
         if not as_zip: img_dir.mkdir(parents=True)
-        for i, (a, jpg, box) in enumerate(progress_bar([x for c in results for x in c], total=n, leave=False)):
+        for i, (a, jpg, box) in enumerate(progress([x for c in results for x in c], total=n)):
             if zf: zf.writestr(f'img_align_celeba/{ids[i]}', jpg)
             else: (img_dir/ids[i]).write_bytes(jpg)
             rows.append(a); bbox.append(box)

@@ -11,7 +11,7 @@ import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from PIL import Image
 from fastcore.script import call_parse, Param
-from fastprogress.fastprogress import progress_bar
+from .core import progress
 
 from .data import (CELEBA_ATTRS, as_frame, load_celeba, load_face, open_image_bytes,
                                      captions_for, make_synthetic_celeba)
@@ -70,7 +70,7 @@ def pixel_moments(data, n: int = 500, size: int = 64, seed: int = 0) -> pd.DataF
     df = as_frame(data)
     locs = df['image_path'].sample(min(n, len(df)), random_state=seed)
     s1 = s2 = s3 = torch.zeros(3, dtype=torch.float64); count = 0
-    for loc in progress_bar(list(locs), leave=False):
+    for loc in progress(list(locs)):
         x = load_face(loc, size).double().div(255).flatten(1)
         s1, s2, s3, count = s1 + x.sum(1), s2 + (x**2).sum(1), s3 + (x**3).sum(1), count + x.shape[1]
     m = s1/count; v = s2/count - m**2; sd = v.clamp_min(1e-12).sqrt()

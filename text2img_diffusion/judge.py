@@ -17,13 +17,12 @@ from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learn
 from fastai.torch_core import set_seed
 from fastcore.meta import delegates
 from fastcore.script import Param, call_parse
-from fastprogress.fastprogress import progress_bar
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.functional.classification import binary_auroc
 
-from .core import BUNDLED_JUDGE, atomic_dir, atomic_write, model_device
+from .core import BUNDLED_JUDGE, atomic_dir, atomic_write, fit_output, model_device, progress
 from .data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, as_frame, has_attributes,
     items_dls, load_celeba, load_data, make_synthetic_celeba)
 
@@ -132,7 +131,7 @@ def train_judge(data_path=None,                     # data with the 40 attribute
                 seed: int = 0,                      # random seed
                 num_workers: int = 0,               # data loading processes
                 device=None,                        # where to train (None: the default device)
-                show_progress: bool = True,         # show fastai's progress bar and metrics table
+                show_progress: bool|None = None,    # fastai's bar and metrics table (None: on a terminal)
                ) -> AttributeJudge:
     "Train an `AttributeJudge` on the train partition of the data at `data_path` (or the `load_data` table `df`)"
     if df is None:
@@ -153,9 +152,7 @@ def train_judge(data_path=None,                     # data with the 40 attribute
     judge = AttributeJudge(size=size, widths=tuple(widths), hidden=hidden, rendered=list(rendered)).to(dls.device)
     learn = Learner(dls, _Wrapped(judge), loss_func=MaskedBCE(judge.rendered_mask),
                     metrics=attr_accuracy(judge.rendered_mask), wd=1e-2)
-    if show_progress: learn.fit_one_cycle(epochs, lr)
-    else:
-        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+    with fit_output(learn, show_progress): learn.fit_one_cycle(epochs, lr)
     return judge.eval()
 
 # %% ../nbs/01b_judge.ipynb #86b1f4b4
@@ -173,7 +170,7 @@ def load_faces(df: pd.DataFrame, size: int = 64, bs: int = 256, num_workers: int
     "All images of `df` as a float [-1,1] batch and their attributes [N,40] (int8)"
     if not len(df): raise ValueError("no images to load (empty frame)")
     dl = torch.utils.data.DataLoader(CelebAItems(df, size, captions=False), batch_size=bs, num_workers=num_workers)
-    xs, ys = zip(*[(x, y) for x, y in progress_bar(dl, leave=False)])
+    xs, ys = zip(*[(x, y) for x, y in progress(dl)])
     return torch.cat(xs).float() / 127.5 - 1, torch.cat(ys)
 
 # %% ../nbs/01b_judge.ipynb #08c53d1e
@@ -522,7 +519,7 @@ def generate_images(generate, prompts: list, seeds: list, bs: int = 16) -> torch
     "Call `generate(prompts, seeds)` batch by batch; all images as one float [-1,1] tensor"
     prompts, seeds, out = list(prompts), list(seeds), []
     if len(prompts) != len(seeds): raise ValueError(f"got {len(prompts)} prompts and {len(seeds)} seeds")
-    for i in progress_bar(range(0, len(prompts), bs), leave=False):
+    for i in progress(range(0, len(prompts), bs)):
         p = prompts[i:i+bs]
         x = as_image_batch(generate(p, seeds[i:i+bs]))
         if len(x) != len(p): raise ValueError(f"the generator returned {len(x)} images for {len(p)} prompts")

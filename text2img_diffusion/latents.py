@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np, pandas as pd, torch
 from fastcore.script import call_parse
-from fastprogress.fastprogress import progress_bar
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 
-from .core import atomic_write
+from .core import atomic_write, progress
 from .data import CELEBA_ATTRS, UNKNOWN, CelebAItems, as_frame, captions_for, has_attributes, pick_caption
 from .vae import encode_latents, load_pretrained_vae
 
@@ -68,7 +67,7 @@ def build_latent_cache(vae, data, out_dir, size: int = 64, crop: str = 'center',
     def write(tmp):
         arr = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.dtype(dtype), shape=shape)
         i = 0
-        for b in progress_bar(dl, leave=False):
+        for b in progress(dl):
             z = encode_latents(vae, b[0]).float().cpu().numpy()
             arr[i:i+len(z)] = z; i += len(z)
         arr.flush(); del arr

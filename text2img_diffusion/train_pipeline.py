@@ -11,7 +11,7 @@ from fastcore.basics import patch, store_attr
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 import text2img_diffusion
-from .core import BUNDLED_JUDGE, BUNDLED_MODEL, NOTEBOOK_RUN_ENV, atomic_write
+from .core import BUNDLED_JUDGE, BUNDLED_MODEL, NOTEBOOK_RUN_ENV, atomic_write, bars_shown
 from .data import data_summary, load_data
 from .training import find_checkpoint
 
@@ -536,9 +536,10 @@ def _stop(running: dict):
 
 # %% ../nbs/10_train_pipeline.ipynb #54786dec
 @patch
-def run_stages(self: PipelineRun, todo: list, done: set, show_progress: bool = True) -> dict:
+def run_stages(self: PipelineRun, todo: list, done: set, show_progress: bool|None = None) -> dict:
     "Run the stages of `todo`, each once its inputs are `done`, `jobs` at a time; returns {stage: seconds}"
     running, times = {}, {}
+    if show_progress is None: show_progress = bars_shown()
     pb = progress_bar(range(len(todo)), display=show_progress and bool(todo), leave=True)
     if todo: pb.update(0)
     t0 = time.time()
@@ -563,7 +564,7 @@ def done_earlier(self: PipelineRun) -> set:
 
 # %% ../nbs/10_train_pipeline.ipynb #b7587320
 @patch
-def run(self: PipelineRun, redo=(), show_progress: bool = True) -> dict:
+def run(self: PipelineRun, redo=(), show_progress: bool|None = None) -> dict:
     "Run every stage not done yet; returns {stage: seconds} for the stages run now"
     self.lock()
     try:
@@ -639,7 +640,7 @@ def left_out(attributes: bool, smoke: bool = False) -> list:
 
 # %% ../nbs/10_train_pipeline.ipynb #975834cb
 def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jobs: int|None = None,
-                   threads: int|None = None, redo=(), notebooks=None, show_progress: bool = True,
+                   threads: int|None = None, redo=(), notebooks=None, show_progress: bool|None = None,
                    smoke: bool = False) -> Path:
     "Train every stage of `preset` into `out` (resuming a run already there); returns the saved pipeline's folder"
     p = preset_settings(preset, data_path, smoke)

@@ -23,7 +23,7 @@ from diffusers import UNet2DConditionModel, DDPMScheduler, DDIMScheduler, DPMSol
 from diffusers.training_utils import compute_snr
 from transformers import CLIPTextModel
 
-from .core import atomic_dir, barrier, init_distributed, preset_config, world
+from .core import atomic_dir, barrier, bars_shown, fit_output, init_distributed, preset_config, world
 from .data import as_frame, load_celeba, make_synthetic_celeba
 from .training import (EMA, Autocast, Checkpoint, ClipGrad, GradAccum, ImageGrid, MetricsLog, NaNGuard,
     SyncGrads, finite, load_checkpoint, trained_model)
@@ -306,13 +306,14 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
     return learn
 
 # %% ../nbs/05_unet_diffusion.ipynb #aec8292d
-def fit_unet(learn, epochs: int, lr: float|None = None, start: int = 0, progress: bool = True) -> Learner:
-    "One-cycle training of `learn` from epoch `start`: under fastai's DDP on several GPUs, a bar only on rank 0"
+def fit_unet(learn, epochs: int, lr: float|None = None, start: int = 0, progress: bool|None = None) -> Learner:
+    """One-cycle training of `learn` from epoch `start`; fastai's bar and table where `progress` (None: on a terminal),
+    and under fastai's DDP on several GPUs only on rank 0"""
     # lazy: fastai.distributed patches Learner.distrib_ctx, and only multi-GPU runs need it
     if learn.fastai_ddp: import fastai.distributed  # noqa: F401
     t0 = time.time()
     with learn.distrib_ctx() if learn.fastai_ddp else nullcontext():
-        with learn.no_bar() if not progress or world()[0] != 0 else nullcontext():
+        with fit_output(learn, (bars_shown() if progress is None else progress) and world()[0] == 0):
             learn.fit_one_cycle(epochs, lr or learn.lr, start_epoch=start)
     learn.train_seconds = time.time() - t0
     return learn
@@ -376,7 +377,7 @@ def train_unet(out_dir: str|None = None,           # run folder: weights, checkp
                caption_vocabulary: str|None = None,  # words of the pool (None: the LM encoder's; else 'templates')
                text_states: str|None = None,       # on-disk LM state cache (03; built if missing); None: in memory
                cbs=None,                           # more callbacks
-               progress: bool = True) -> Learner:  # show the progress bar
+               progress: bool|None = None) -> Learner:  # show the progress bar (None: on a terminal)
     "Train a cross-attention UNet on cached latents; saves weights, EMA weights, scheduler, checkpoints and grids"
     rank, n_proc = init_distributed()
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))

@@ -15,7 +15,6 @@ import papermill as pm
 from fastcore.basics import store_attr
 from fastcore.meta import delegates
 from fastcore.script import Param, call_parse
-from fastprogress.fastprogress import progress_bar
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner, Metric
@@ -26,7 +25,7 @@ from fasttransform import Transform, Pipeline
 from diffusers import AutoencoderKL
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from .core import NOTEBOOK_RUN_ENV, atomic_dir, model_device, preset_config
+from .core import NOTEBOOK_RUN_ENV, atomic_dir, fit_output, model_device, preset_config, progress
 from .data import CelebAItems, ScaleImages, as_frame, load_celeba, make_synthetic_celeba
 from .judge import feature_distance, load_judge
 from .training import (Autocast, Checkpoint, ClipGrad, EpochSeed, GradAccum, ImageGrid, LossWarmup,
@@ -94,7 +93,7 @@ def cache_images(ds) -> torch.Tensor:
     "Every image of dataset `ds` (item[0] a uint8 [3,s,s] image) stacked into one uint8 tensor"
     if not len(ds): return torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
     it = range(len(ds))
-    return torch.stack([ds[i][0] for i in (progress_bar(it, leave=False) if len(ds) > 2000 else it)])
+    return torch.stack([ds[i][0] for i in (progress(it) if len(ds) > 2000 else it)])
 
 # %% ../nbs/02_vae.ipynb #06bc803b
 class VAEItems(torch.utils.data.Dataset):
@@ -336,7 +335,8 @@ def train_vae(data_path=None,                   # any `data.load_data` layout; N
                     metrics=recon_metrics() + _fd_metric(judge), cbs=cbs, wd=wd, wd_bn_bias=True)
     learn.out_dir = out_dir
     done = load_checkpoint(learn, ck) if ck is not None else 0
-    if done < epochs: learn.fit_one_cycle(epochs, lr, pct_start=pct_start, start_epoch=done)
+    if done < epochs:
+        with fit_output(learn): learn.fit_one_cycle(epochs, lr, pct_start=pct_start, start_epoch=done)
     src = dls.train.dataset.src    # whole training images (not crops) when cached
     imgs = src if torch.is_tensor(src) else dls.train
     set_scaling_factor(vae, imgs, max_images=4096)
