@@ -25,7 +25,7 @@ from text2img_diffusion.clip_cond import (HELD_OUT_PARAPHRASES, encode_prompts, 
                                           train_clip)
 from text2img_diffusion.data import SYNTHETIC_RENDERED, captions_for, make_synthetic_celeba, sample_attributes
 from text2img_diffusion.judge import generate_images, judge_predict, load_judge, prompt_faithfulness
-from text2img_diffusion.sampling import load_pipeline, seeded_generators
+from text2img_diffusion.sampling import DEFAULT_GUIDANCE, load_pipeline, seeded_generators
 
 KEYS = [('held_out_text_attrs', 'attr_accuracy'), ('held_out_text_attrs', 'negation_accuracy'),
         ('held_out_text_attrs', 'prompt_exact'), ('held_out_recall', 'hit@1'), ('held_out_recall', 'hit@5'),
@@ -97,17 +97,17 @@ def image_side(args) -> pd.DataFrame:
     "Each pipeline's images for the held-out prompts (n_seeds each), scored by the bundled judge"
     judge, pset = load_judge(BUNDLED_JUDGE), held_out_prompt_set(args.n_seeds, seed=args.first_seed)
     rows = []
-    for path in args.pipelines:
+    for path, scale in [(p, g) for p in args.pipelines for g in args.guidance_scales]:
         pipe = load_pipeline(path, 'cpu')
-        make = lambda ps, ss: pipe(list(ps), num_inference_steps=20, generator=seeded_generators(ss),
-                                   output_type='pt', progress=False).images * 2 - 1
+        make = lambda ps, ss: pipe(list(ps), num_inference_steps=20, guidance_scale=scale,
+                                   generator=seeded_generators(ss), output_type='pt', progress=False).images * 2 - 1
         images = generate_images(make, pset.prompt.tolist(), pset.seed.tolist(), bs=8)
         probs = judge_predict(judge, images)
         summary, _ = prompt_faithfulness(judge, images, pset, probs=probs)
         # negations said in words ("beardless", "hatless"): the attributes each prompt states by negation
         said = [(i, a) for i, n in enumerate(pset.negated) for a in n.split()]
         neg_ok = [float((probs[i, judge.attr_names.index(a)] > 0.5).item() == bool(pset.loc[i, a])) for i, a in said]
-        rows.append(dict(pipeline=str(path), **summary.to_dict(), negation_in_words=float(np.mean(neg_ok)),
+        rows.append(dict(pipeline=str(path), guidance_scale=scale, **summary.to_dict(), negation_in_words=float(np.mean(neg_ok)),
                          n_negations=len(neg_ok)))
         print(json.dumps(rows[-1]), flush=True)
     return pd.DataFrame(rows)
@@ -133,6 +133,8 @@ if __name__ == '__main__':
     ap.add_argument('--costs_text_model', default='minilm', help="--costs: the language model timed: minilm, mpnet")
     ap.add_argument('--pipelines', nargs='+', default=[], help='saved pipelines to score on the held-out prompts')
     ap.add_argument('--n_seeds', type=int, default=4, help='images per held-out prompt for --pipelines')
+    ap.add_argument('--guidance_scales', nargs='+', type=float, default=[DEFAULT_GUIDANCE],
+                    help="--pipelines: classifier-free guidance weights tried (generate's default: %(default)s)")
     ap.add_argument('--first_seed', type=int, default=0,
                     help='first image seed for --pipelines (another value: an independent draw of seeds)')
     args = ap.parse_args()
