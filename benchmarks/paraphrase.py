@@ -107,7 +107,8 @@ def image_side(args) -> pd.DataFrame:
         # negations said in words ("beardless", "hatless"): the attributes each prompt states by negation
         said = [(i, a) for i, n in enumerate(pset.negated) for a in n.split()]
         neg_ok = [float((probs[i, judge.attr_names.index(a)] > 0.5).item() == bool(pset.loc[i, a])) for i, a in said]
-        rows.append(dict(pipeline=str(path), guidance_scale=scale, **summary.to_dict(), negation_in_words=float(np.mean(neg_ok)),
+        rows.append(dict(pipeline=str(path), guidance_scale=scale, **summary.to_dict(),
+                         negation_in_words=float(np.mean(neg_ok)),
                          n_negations=len(neg_ok)))
         print(json.dumps(rows[-1]), flush=True)
     return pd.DataFrame(rows)

@@ -23,7 +23,7 @@ from diffusers import UNet2DConditionModel, DDPMScheduler, DDIMScheduler, DPMSol
 from diffusers.training_utils import compute_snr
 from transformers import CLIPTextModel
 
-from .core import atomic_dir, barrier, bars_shown, fit_output, init_distributed, preset_config, world
+from .core import atomic_dir, barrier, fit_output, init_distributed, preset_config, world
 from .data import as_frame, load_celeba, make_synthetic_celeba
 from .training import (EMA, Autocast, Checkpoint, ClipGrad, GradAccum, ImageGrid, MetricsLog, NaNGuard,
     SyncGrads, finite, load_checkpoint, trained_model)
@@ -313,7 +313,7 @@ def fit_unet(learn, epochs: int, lr: float|None = None, start: int = 0, progress
     if learn.fastai_ddp: import fastai.distributed  # noqa: F401
     t0 = time.time()
     with learn.distrib_ctx() if learn.fastai_ddp else nullcontext():
-        with fit_output(learn, (bars_shown() if progress is None else progress) and world()[0] == 0):
+        with fit_output(learn, progress if world()[0] == 0 else False):
             learn.fit_one_cycle(epochs, lr or learn.lr, start_epoch=start)
     learn.train_seconds = time.time() - t0
     return learn
