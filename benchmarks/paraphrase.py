@@ -96,21 +96,21 @@ def costs(args) -> dict:
 def image_side(args) -> pd.DataFrame:
     "Each pipeline's images for the held-out prompts (n_seeds each), scored by the bundled judge"
     judge, pset = load_judge(BUNDLED_JUDGE), held_out_prompt_set(args.n_seeds, seed=args.first_seed)
-    rows = []
-    for path, scale in [(p, g) for p in args.pipelines for g in args.guidance_scales]:
-        pipe = load_pipeline(path, 'cpu')
-        make = lambda ps, ss: pipe(list(ps), num_inference_steps=20, guidance_scale=scale,
-                                   generator=seeded_generators(ss), output_type='pt', progress=False).images * 2 - 1
-        images = generate_images(make, pset.prompt.tolist(), pset.seed.tolist(), bs=8)
-        probs = judge_predict(judge, images)
-        summary, _ = prompt_faithfulness(judge, images, pset, probs=probs)
-        # negations said in words ("beardless", "hatless"): the attributes each prompt states by negation
-        said = [(i, a) for i, n in enumerate(pset.negated) for a in n.split()]
-        neg_ok = [float((probs[i, judge.attr_names.index(a)] > 0.5).item() == bool(pset.loc[i, a])) for i, a in said]
-        rows.append(dict(pipeline=str(path), guidance_scale=scale, **summary.to_dict(),
-                         negation_in_words=float(np.mean(neg_ok)),
-                         n_negations=len(neg_ok)))
-        print(json.dumps(rows[-1]), flush=True)
+    # negations said in words ("beardless", "hatless"): the attributes each prompt states by negation
+    said, rows = [(i, a) for i, n in enumerate(pset.negated) for a in n.split()], []
+    for path in args.pipelines:
+        pipe = load_pipeline(path, 'cpu')                  # once per pipeline, for every guidance scale
+        for scale in args.guidance_scales:
+            make = lambda ps, ss: pipe(list(ps), num_inference_steps=20, guidance_scale=scale,
+                                       generator=seeded_generators(ss), output_type='pt', progress=False).images * 2 - 1
+            images = generate_images(make, pset.prompt.tolist(), pset.seed.tolist(), bs=8)
+            probs = judge_predict(judge, images)
+            summary, _ = prompt_faithfulness(judge, images, pset, probs=probs)
+            neg_ok = [float((probs[i, judge.attr_names.index(a)] > 0.5).item() == bool(pset.loc[i, a]))
+                      for i, a in said]
+            rows.append(dict(pipeline=str(path), guidance_scale=scale, **summary.to_dict(),
+                             negation_in_words=float(np.mean(neg_ok)), n_negations=len(neg_ok)))
+            print(json.dumps(rows[-1]), flush=True)
     return pd.DataFrame(rows)
 
 
