@@ -14,6 +14,9 @@ usage (CPU, ~4 min per trained CLIP at the defaults; one torch thread):
   python benchmarks/paraphrase.py --out /tmp/para --vocabularies templates wordnet   # the captions' words (issue #18)
   python benchmarks/paraphrase.py --costs --no-text [--costs_text_model mpnet]
   python benchmarks/paraphrase.py --no-text --pipelines text2img_diffusion/bundled/celeba64 NEW_BUNDLE --n_seeds 4
+
+The image side reports, beside each share, its 95% interval with the prompts drawn again (asked_correct_95) and the
+(prompt, attribute) pairs drawn right in fewer than half the images (missed).
 """
 import argparse, json, tempfile, time
 from pathlib import Path
@@ -93,6 +96,23 @@ def costs(args) -> dict:
     return res
 
 
+def asked_right(judge, probs, pset: pd.DataFrame) -> pd.DataFrame:
+    "One row per (image, asked attribute): whether the judge sees the attribute as the prompt asked"
+    p, rows = probs.numpy() > 0.5, pset.to_dict('records')
+    return pd.DataFrame([dict(prompt=r['prompt'], attribute=a, asked=int(r[a]), right=float(p[i, j] == bool(r[a])))
+                         for i, r in enumerate(rows) for j, a in enumerate(judge.attr_names)
+                         if a in judge.rendered and a in r and not np.isnan(r[a])])
+
+
+def prompt_bootstrap(right: pd.DataFrame, n: int = 2000, seed: int = 0) -> tuple:
+    """95% interval of the share of asked attributes right, the prompts drawn again with replacement (all of a prompt's
+    images together): the spread that comes from which paraphrases the set holds, not only from the seeds"""
+    g = right.groupby('prompt', sort=False).right.agg(['sum', 'size'])
+    idx = np.random.default_rng(seed).integers(0, len(g), (n, len(g)))
+    shares = g['sum'].to_numpy()[idx].sum(1) / g['size'].to_numpy()[idx].sum(1)
+    return tuple(float(q) for q in np.quantile(shares, [0.025, 0.975]))
+
+
 def image_side(args) -> pd.DataFrame:
     "Each pipeline's images for the held-out prompts (n_seeds each), scored by the bundled judge"
     judge, pset = load_judge(BUNDLED_JUDGE), held_out_prompt_set(args.n_seeds, seed=args.first_seed)
@@ -108,8 +128,12 @@ def image_side(args) -> pd.DataFrame:
             summary, _ = prompt_faithfulness(judge, images, pset, probs=probs)
             neg_ok = [float((probs[i, judge.attr_names.index(a)] > 0.5).item() == bool(pset.loc[i, a]))
                       for i, a in said]
+            right = asked_right(judge, probs, pset)
+            by_prompt = right.groupby(['prompt', 'attribute'], sort=False).right.mean()
             rows.append(dict(pipeline=str(path), guidance_scale=scale, **summary.to_dict(),
-                             negation_in_words=float(np.mean(neg_ok)), n_negations=len(neg_ok)))
+                             asked_correct_95=prompt_bootstrap(right),
+                             negation_in_words=float(np.mean(neg_ok)), n_negations=len(neg_ok),
+                             missed=[f'{q} / {a}: {v:.2f}' for (q, a), v in by_prompt.items() if v < 0.5]))
             print(json.dumps(rows[-1]), flush=True)
     return pd.DataFrame(rows)
 
