@@ -81,7 +81,8 @@ def expand(value, paths: dict):
 PIPELINE_PRESETS = {
     'tiny': dict(
         about='every stage at toy size: the end-to-end test (minutes on a CPU)',
-        synthetic=240, image_size=32, jobs=2, threads=1, judge='bundled', reference=None,
+        synthetic=240, image_size=32, jobs=2, threads=1, wide_stages=['clip', 'unet', 'cvae', 'report'],
+        judge='bundled', reference=None,
         vae=dict(preset='tiny', epochs=1, bs=16, lr=3e-3),
         clip=dict(preset='tiny', n_images=None, size=32, epochs=1, bs=32, lr=3e-3),
         cvae=dict(preset='tiny', epochs=1, bs=32, lr=2e-3),
@@ -90,7 +91,8 @@ PIPELINE_PRESETS = {
         report=dict(report_prompts=8, report_steps=4)),
     'synthetic64-cpu': dict(
         about='the bundled model: synthetic CelebA at 64 px on a 2-core CPU',
-        synthetic=10000, image_size=64, jobs=2, threads=1, judge='bundled', reference='bundled',
+        synthetic=10000, image_size=64, jobs=2, threads=1, wide_stages=['clip', 'unet', 'cvae', 'report'],
+        judge='bundled', reference='bundled',
         vae=dict(preset='celeba64', epochs=8, bs=32, lr=2e-3, crop_size=32),
         clip=dict(preset='small', n_images=8000, size=48, epochs=13, bs=128, lr=2e-3,
                   attr_weight=1.0, text_attr_weight=3.0),
@@ -173,12 +175,12 @@ def pipeline_stages(preset: dict, synthetic: bool = True, attributes: bool = Tru
                          done_file='meta.json',
                          params=dict(vae_path='{vae}/vae', data_path='{data}', out_dir='{latents}', size=size,
                                      threads=threads))
-    S['cvae'] = Stage('cvae', '04_cvae', needs=('latents', 'clip') + jneed, done_file='cvae/config.json',
-                      params=dict(common, judge_path=judge if attributes else None, out_dir='{cvae}', **states,
-                                  **p['cvae']))
     S['unet'] = Stage('unet', '05_unet_diffusion', needs=('latents', 'clip'),
                       done_file='scheduler/scheduler_config.json',
                       params=dict(common, n_images=None, out_dir='{unet}', threads=threads, **states, **p['unet']))
+    S['cvae'] = Stage('cvae', '04_cvae', needs=('latents', 'clip') + jneed, done_file='cvae/config.json',
+                      params=dict(common, judge_path=judge if attributes else None, out_dir='{cvae}', **states,
+                                  **p['cvae']))
     S['pipeline'] = Stage('pipeline', call='text2img_diffusion.sampling:bundle_cli',
                           needs=('clip', 'vae', 'unet', 'cvae'), done_file='model_index.json',
                           params=dict(text_encoder='{clip}', vae='{vae}/vae', unet='{unet}', cvae='{cvae}/cvae',
@@ -287,11 +289,11 @@ def _check_needs(stages: dict):
 class PipelineRun:
     "A training run in folder `out`: plan, lock, launch stages as their inputs become ready, record what finished"
     def __init__(self, out, stages: dict, data=None, preset_name: str = '', jobs: int = 1, threads: int|None = None,
-                 notebooks=None, python: str = sys.executable):
+                 notebooks=None, python: str = sys.executable, wide=()):
         self.out = Path(out).expanduser().resolve()
         self.rec = self.out/'record'
         self.stages, self.preset_name, self.jobs, self.threads = stages, preset_name, max(1, jobs), threads
-        self.python = python
+        self.python, self.wide = python, tuple(wide)   # wide: stages given every core (`jobs` × `threads`)
         self.nbs = notebooks_dir(notebooks) if any(s.notebook for s in stages.values()) else None
         self.paths = {n: self.out/n for n in stages} | {'record': self.rec}
         self.paths['data'] = self.out/'data' if data is None else Path(data).expanduser().resolve()
@@ -414,11 +416,19 @@ def resume_from(self: PipelineRun, s: Stage, aside) -> str|None:
 
 # %% ../nbs/10_train_pipeline.ipynb #69a760c1
 @patch
-def job_env(self: PipelineRun) -> dict:
-    "A job's environment: unbuffered output, `threads` for torch, and 02's CLI test cell told not to start a run"
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1', NOTEBOOK_RUN_ENV: '1'}
-    if self.threads: env |= dict(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+def job_threads(self: PipelineRun, s: Stage) -> int|None:
+    """The torch threads of the job of `s`: `threads`, or every core of the run (`jobs` × `threads`) for a stage in
+    `wide`, which then runs alone; None (torch's default) when the run sets no threads"""
+    if not self.threads: return None
+    return self.threads * self.jobs if s.name in self.wide else self.threads
+
+@patch
+def job_env(self: PipelineRun, threads: int|None = None) -> dict:
+    "A job's environment: unbuffered output, torch `threads` (default: the run's), 02's CLI test told not to run"
+    env, threads = {**os.environ, 'PYTHONUNBUFFERED': '1', NOTEBOOK_RUN_ENV: '1'}, threads or self.threads
+    if threads: env |= dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
+
 
 # %% ../nbs/10_train_pipeline.ipynb #f129f8eb
 _CALL = ("import importlib, json, sys; m, f = sys.argv[1].split(':'); "
@@ -442,8 +452,8 @@ def _die_with_parent():
 
 # %% ../nbs/10_train_pipeline.ipynb #d46fd415
 class _Job:
-    "A launched stage: its `Stage`, process, open log file, start time, and the attempt it resumes (or None)"
-    def __init__(self, stage, proc, log, t0, resumed=None): store_attr()
+    "A launched stage: its `Stage`, process, open log file, start time, the attempt it resumes (or None), its threads"
+    def __init__(self, stage, proc, log, t0, resumed=None, threads=None): store_attr()
 
 @patch
 def launch(self: PipelineRun, s: Stage) -> _Job:
@@ -451,14 +461,16 @@ def launch(self: PipelineRun, s: Stage) -> _Job:
     attempt's folder is set aside, and continued from when it holds a checkpoint the job can resume"""
     resumed = self.resume_from(s, self.set_aside(s))
     self.paths[s.name].mkdir(parents=True)
-    params = self.params(s) | ({'resume': resumed} if resumed else {})
-    env, cmd = self.job_env(), self.job_command(s, params)
+    threads = self.job_threads(s)      # how the job runs, not what it computes: the record keeps the plan's value
+    params = (self.params(s) | ({'threads': threads} if threads and 'threads' in s.params else {})
+              | ({'resume': resumed} if resumed else {}))
+    env, cmd = self.job_env(threads), self.job_command(s, params)
     log = open(self.rec/f'{s.name}.log', 'w')
     log.write(f"# {s.job}\n# {json.dumps(params)}\n"); log.flush()
     proc = subprocess.Popen(cmd, cwd=self.out, env=env,   # not cwd=d: stages may swap their folder in whole
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=_die_with_parent)
-    return _Job(s, proc, log, time.time(), resumed)
+    return _Job(s, proc, log, time.time(), resumed, threads)
 
 # %% ../nbs/10_train_pipeline.ipynb #91ede6c8
 def _tail(path, n=15) -> str:
@@ -510,10 +522,15 @@ def _say(t0: float, msg: str):
 # %% ../nbs/10_train_pipeline.ipynb #3c330405
 @patch
 def start_ready(self: PipelineRun, todo: list, done: set, running: dict, t0: float):
-    "Launch the stages of `todo` whose inputs are `done`, as many as free job slots allow (moved to `running`)"
-    for n in [n for n in todo if set(self.stages[n].needs) <= done][:self.jobs - len(running)]:
+    """Launch the stages of `todo` whose inputs are `done`, in order, while a job slot and their threads are free
+    (moved to `running`); a ready stage waiting for cores holds back the ones after it, so a wide stage gets its turn"""
+    cores = self.threads * self.jobs if self.threads else None
+    for n in [n for n in todo if set(self.stages[n].needs) <= done]:
+        used, t = sum(j.threads or 0 for j in running.values()), self.job_threads(self.stages[n])
+        if len(running) >= self.jobs or (cores and used + t > cores): break
         todo.remove(n); j = running[n] = self.launch(self.stages[n])
-        _say(t0, f"{n} started ({self.stages[n].job})" + (f", resuming {j.resumed}" if j.resumed else ''))
+        _say(t0, f"{n} started ({self.stages[n].job}" + (f", {t} threads)" if t else ')')
+             + (f", resuming {j.resumed}" if j.resumed else ''))
     if not running: raise PipelineError(f"stages {todo} can never start: their inputs are not produced by this run")
 
 # %% ../nbs/10_train_pipeline.ipynb #d4cb1d74
@@ -653,7 +670,7 @@ def train_pipeline(out, preset: str = 'tiny', data_path=None, overrides=None, jo
     _check_redo(redo, stages)
     run = PipelineRun(out, stages, data=data_path, preset_name=preset + (' (smoke)' if smoke else ''),
                       jobs=jobs or p['jobs'], threads=threads if threads is not None else p.get('threads'),
-                      notebooks=notebooks)
+                      notebooks=notebooks, wide=p.get('wide_stages', ()))
     run.data_info, run.left_out = info, left_out(attributes, smoke)
     if info is not None:
         print(f"data: {info['kind']} at {info['root']}, {info['n_images']} images {info['partitions']}, "
