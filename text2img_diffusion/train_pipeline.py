@@ -557,8 +557,9 @@ def run_stages(self: PipelineRun, todo: list, done: set, show_progress: bool|Non
     "Run the stages of `todo`, each once its inputs are `done`, `jobs` at a time; returns {stage: seconds}"
     running, times = {}, {}
     if show_progress is None: show_progress = bars_shown()
-    pb = progress_bar(range(len(todo)), display=show_progress and bool(todo), leave=True)
-    if todo: pb.update(0)
+    # made only where shown: fastprogress's console bar prints its fill character when made, displayed or not
+    pb = progress_bar(range(len(todo)), leave=True) if show_progress and todo else None
+    if pb: pb.update(0)
     t0 = time.time()
     try:
         while todo or running:
@@ -567,7 +568,7 @@ def run_stages(self: PipelineRun, todo: list, done: set, show_progress: bool|Non
             for n, j, rc in _exited(running):
                 times[n] = self.finish(j, rc); done.add(n)
                 _say(t0, f"{n} done in {times[n]/60:.1f} min")
-                if show_progress: pb.update(len(times)); pb.comment = f"{n} done"
+                if pb: pb.update(len(times)); pb.comment = f"{n} done"
     finally: _stop(running)         # a failure or Ctrl-C: stop the other jobs (their records stay unwritten)
     return times
 
