@@ -415,12 +415,17 @@ def resume_from(self: PipelineRun, s: Stage, aside) -> str|None:
     return str(Path(aside).resolve()) if 'resume' in names else None
 
 # %% ../nbs/10_train_pipeline.ipynb #69a760c1
+@patch(as_prop=True)
+def cores(self: PipelineRun) -> int|None:
+    "The threads the run's jobs share at once (`jobs` × `threads`); None when the run sets no threads"
+    return self.threads * self.jobs if self.threads else None
+
 @patch
 def job_threads(self: PipelineRun, s: Stage) -> int|None:
     """The torch threads of the job of `s`: `threads`, or every core of the run (`jobs` × `threads`) for a stage in
     `wide`, which then runs alone; None (torch's default) when the run sets no threads"""
     if not self.threads: return None
-    return self.threads * self.jobs if s.name in self.wide else self.threads
+    return self.cores if s.name in self.wide else self.threads
 
 @patch
 def job_env(self: PipelineRun, threads: int|None = None) -> dict:
@@ -524,10 +529,9 @@ def _say(t0: float, msg: str):
 def start_ready(self: PipelineRun, todo: list, done: set, running: dict, t0: float):
     """Launch the stages of `todo` whose inputs are `done`, in order, while a job slot and their threads are free
     (moved to `running`); a ready stage waiting for cores holds back the ones after it, so a wide stage gets its turn"""
-    cores = self.threads * self.jobs if self.threads else None
     for n in [n for n in todo if set(self.stages[n].needs) <= done]:
         used, t = sum(j.threads or 0 for j in running.values()), self.job_threads(self.stages[n])
-        if len(running) >= self.jobs or (cores and used + t > cores): break
+        if len(running) >= self.jobs or (self.cores and used + t > self.cores): break
         todo.remove(n); j = running[n] = self.launch(self.stages[n])
         _say(t0, f"{n} started ({self.stages[n].job}" + (f", {t} threads)" if t else ')')
              + (f", resuming {j.resumed}" if j.resumed else ''))
