@@ -27,7 +27,7 @@ from text2img_diffusion.core import BUNDLED_JUDGE, BUNDLED_MODEL
 from text2img_diffusion.clip_cond import (HELD_OUT_PARAPHRASES, encode_prompts, held_out_prompt_set, make_lm_encoder,
                                           train_clip)
 from text2img_diffusion.data import SYNTHETIC_RENDERED, captions_for, make_synthetic_celeba, sample_attributes
-from text2img_diffusion.judge import generate_images, judge_predict, load_judge, prompt_faithfulness
+from text2img_diffusion.judge import asked_right, generate_images, judge_predict, load_judge, prompt_faithfulness
 from text2img_diffusion.sampling import DEFAULT_GUIDANCE, load_pipeline, seeded_generators
 
 KEYS = [('held_out_text_attrs', 'attr_accuracy'), ('held_out_text_attrs', 'negation_accuracy'),
@@ -96,14 +96,6 @@ def costs(args) -> dict:
     return res
 
 
-def asked_right(judge, probs, pset: pd.DataFrame) -> pd.DataFrame:
-    "One row per (image, asked attribute): whether the judge sees the attribute as the prompt asked"
-    p, rows = probs.numpy() > 0.5, pset.to_dict('records')
-    return pd.DataFrame([dict(prompt=r['prompt'], attribute=a, asked=int(r[a]), right=float(p[i, j] == bool(r[a])))
-                         for i, r in enumerate(rows) for j, a in enumerate(judge.attr_names)
-                         if a in judge.rendered and a in r and not np.isnan(r[a])])
-
-
 def prompt_bootstrap(right: pd.DataFrame, n: int = 2000, seed: int = 0) -> tuple:
     """95% interval of the share of asked attributes right, the prompts drawn again with replacement (all of a prompt's
     images together): the spread that comes from which paraphrases the set holds, not only from the seeds"""
@@ -128,7 +120,7 @@ def image_side(args) -> pd.DataFrame:
             summary, _ = prompt_faithfulness(judge, images, pset, probs=probs)
             neg_ok = [float((probs[i, judge.attr_names.index(a)] > 0.5).item() == bool(pset.loc[i, a]))
                       for i, a in said]
-            right = asked_right(judge, probs, pset)
+            right = asked_right(judge, pset, probs)
             by_prompt = right.groupby(['prompt', 'attribute'], sort=False).right.mean()
             rows.append(dict(pipeline=str(path), guidance_scale=scale, **summary.to_dict(),
                              asked_correct_95=prompt_bootstrap(right),

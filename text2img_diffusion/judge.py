@@ -30,10 +30,10 @@ from .data import (CELEBA_ATTRS, SYNTHETIC_RENDERED, CelebAItems, as_frame, has_
 __all__ = ['PROMPT_PHRASES', 'NEGATABLE_IN_PROMPTS', 'INCEPTION_WEIGHTS', 'INCEPTION_URL', 'CLIP_MEAN', 'CLIP_STD',
            'as_image_batch', 'AttributeJudge', 'MaskedBCE', 'attr_accuracy', 'train_judge', 'judge_predict',
            'load_faces', 'judge_report', 'mean_rendered_accuracy', 'save_judge', 'load_judge', 'judge_train',
-           'parse_attr_set', 'prompt_for', 'prompt_set', 'specs_from_data', 'prompt_faithfulness', 'JudgeFeatures',
-           'judge_features', 'feature_distance', 'fd_with_floor', 'inception_fid_status', 'inception_fid',
-           'clip_preprocess', 'text_image_score', 'reconstruction_metrics', 'generate_images', 'results_figure',
-           'evaluate_generator']
+           'parse_attr_set', 'prompt_for', 'prompt_set', 'specs_from_data', 'prompt_faithfulness', 'asked_right',
+           'JudgeFeatures', 'judge_features', 'feature_distance', 'fd_with_floor', 'inception_fid_status',
+           'inception_fid', 'clip_preprocess', 'text_image_score', 'reconstruction_metrics', 'generate_images',
+           'results_figure', 'evaluate_generator']
 
 # %% ../nbs/01b_judge.ipynb #36527408
 def as_image_batch(images, size: int|None = None) -> torch.Tensor:
@@ -370,6 +370,18 @@ def prompt_faithfulness(judge: AttributeJudge, images, pset: pd.DataFrame, thres
         per['real_rate'] = real[attrs].mean().to_numpy()
         summary['unrequested_present_real'] = float((free * per['real_rate'].to_numpy()).sum() / max(free.sum(), 1))
     return summary, per
+
+# %% ../nbs/01b_judge.ipynb #d7cd2dba
+def asked_right(judge: AttributeJudge, pset: pd.DataFrame, probs: torch.Tensor,
+                threshold: float = 0.5) -> pd.DataFrame:
+    "Each (image, asked attribute): prompt, attribute, asked (1 wanted, 0 negated), right (1. if the judge agrees)"
+    attrs = [a for a in judge.attr_names if a in judge.rendered and a in pset.columns]
+    if len(probs) != len(pset): raise ValueError(f"got {len(probs)} images for {len(pset)} prompts")
+    pred = probs[:, [judge.attr_names.index(a) for a in attrs]].numpy() > threshold
+    asked = pset[attrs].to_numpy(dtype=float)
+    i, j = np.nonzero(~np.isnan(asked))
+    return pd.DataFrame(dict(prompt=pset.prompt.to_numpy()[i], attribute=np.array(attrs)[j],
+                             asked=asked[i, j].astype(int), right=(pred[i, j] == (asked[i, j] == 1)).astype(float)))
 
 # %% ../nbs/01b_judge.ipynb #aff43371
 class JudgeFeatures(nn.Module):
