@@ -1,11 +1,12 @@
 # text2img_diffusion server: the web page at /, the HTTP API (docs at /docs), the bundled model.
 #
-#   docker build -t t2i .                  # CPU image (python:3.11-slim, torch CPU wheel)
+#   docker build -t t2i .                  # python:3.11-slim, torch from pip's default index
 #   docker run -p 8000:8000 t2i            # then open http://localhost:8000/
 #
-# CUDA image (base without Python gets one from apt; torch from the matching CUDA wheel index):
+# TORCH_INDEX=URL installs torch from another wheel index (PyTorch's CPU-only or a CUDA-specific one; the URL is in
+# PyTorch's install guide). A CUDA image (a base without Python gets one from apt):
 #   docker build -t t2i-cuda --build-arg BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
-#                --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
+#                --build-arg TORCH_INDEX=URL_OF_THE_CU128_INDEX .
 #   docker run --gpus all -p 8000:8000 t2i-cuda
 #
 # Settings are T2I_* environment variables (docker run -e T2I_MAX_BATCH=16 ...): T2I_MODEL (a pipeline folder,
@@ -17,7 +18,7 @@
 # NOTE: written without a Docker engine at hand, so never built: treat it as untested.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_INDEX=
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg \
@@ -27,7 +28,7 @@ RUN if ! python3 -m venv --help >/dev/null 2>&1; then \
         apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*; \
     fi && python3 -m venv /opt/venv
 
-RUN pip install --index-url ${TORCH_INDEX} torch==2.14.1 torchvision==0.29.1
+RUN pip install ${TORCH_INDEX:+--index-url ${TORCH_INDEX}} torch==2.14.1 torchvision==0.29.1
 
 WORKDIR /src
 COPY settings.ini setup.py MANIFEST.in README.md ./
