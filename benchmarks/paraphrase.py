@@ -76,12 +76,12 @@ def per_call(f, n: int = 5) -> tuple:
 
 def costs(args) -> dict:
     "Encoding 8 prompts (and the 16 texts guidance encodes) vs one 20-step generate() of 8 images"
-    lm = args.costs_text_model or json.loads((BUNDLED_MODEL/'text_encoder'/'config.json').read_text())['lm_source']
+    pipe = load_pipeline(BUNDLED_MODEL, 'cpu')
+    lm = args.costs_text_model or pipe.text_encoder.config.lm_source      # default: the bundled model's own
     tok, enc = make_lm_encoder(lm, 128, 48, args.adapter_layers, seed=0)
     prompts = [q for q, *_ in HELD_OUT_PARAPHRASES[:8]]
     r = np.random.default_rng(0)
     captions = [captions_for(sample_attributes(r), n=1, seed=i, rendered=SYNTHETIC_RENDERED)[0] for i in range(128)]
-    pipe = load_pipeline(BUNDLED_MODEL, 'cpu')
     gen = lambda: pipe(prompts, num_inference_steps=20, generator=seeded_generators(range(8)), output_type='pt',
                        progress=False)
     res = dict(encode8=per_call(lambda: encode_prompts(prompts, tok, enc)),
