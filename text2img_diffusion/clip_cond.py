@@ -46,14 +46,15 @@ __all__ = ['BOS', 'EOS', 'PAD', 'UNK', 'CLIP_PRESETS', 'MINILM', 'MPNET', 'LM_AL
            'hub_reachable', 'ClipNotAvailable', 'is_lm_encoder_folder', 'load_clip', 'load_text_encoder', 'file_sha256',
            'text_model_cache', 'LanguageModelNotAvailable', 'LanguageModelChanged', 'check_sha256',
            'packaged_model_zip', 'packaged_model_parts', 'extract_packaged_model', 'resolve_language_model',
-           'load_language_model', 'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool', 'frame_caption_pool',
-           'latent_caption_pool', 'tokenizer_fingerprint', 'text_state_key', 'TextStatesStale', 'read_text_state_meta',
-           'TextStateCache', 'build_text_state_cache', 'caption_pool_settings', 'attach_text_states',
-           'detach_text_states', 'latent_caption_setup', 'build_run_text_states', 'clip_pixels', 'ClipContrastive',
-           'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs', 'ClampTemperature', 'clip_learner',
-           'make_lit_clip', 'text_features', 'image_features', 'clip_score', 'load_images', 'retrieval_recall',
-           'linear_probe', 'template_caption', 'paraphrase_recall', 'held_out_prompt_set', 'held_out_attr_scores',
-           'held_out_text_scores', 'evaluate_clip', 'pca_2d', 'plot_embedding_space', 'train_clip', 'train_clip_cli']
+           'onednn_linears', 'load_language_model', 'LMTextEncoder', 'make_lm_encoder', 'draw_caption_pool',
+           'frame_caption_pool', 'latent_caption_pool', 'tokenizer_fingerprint', 'text_state_key', 'TextStatesStale',
+           'read_text_state_meta', 'TextStateCache', 'build_text_state_cache', 'caption_pool_settings',
+           'attach_text_states', 'detach_text_states', 'latent_caption_setup', 'build_run_text_states', 'clip_pixels',
+           'ClipContrastive', 'clip_loss', 'ClipAttrLoss', 'batch_t2i_top1', 'ClipInputs', 'ClampTemperature',
+           'clip_learner', 'make_lit_clip', 'text_features', 'image_features', 'clip_score', 'load_images',
+           'retrieval_recall', 'linear_probe', 'template_caption', 'paraphrase_recall', 'held_out_prompt_set',
+           'held_out_attr_scores', 'held_out_text_scores', 'evaluate_clip', 'pca_2d', 'plot_embedding_space',
+           'train_clip', 'train_clip_cli']
 
 # %% ../nbs/03_clip_cond.ipynb #6e7f5b10
 BOS, EOS, PAD, UNK = '<|startoftext|>', '<|endoftext|>', '<pad>', '<unk>'
@@ -423,12 +424,29 @@ def resolve_language_model(source: str = 'minilm', local_files_only: bool|None =
         check_sha256(w, spec['hub_sha256'], 'the model weights')
     return folder, (file_sha256(w) if w.is_file() else None)
 
+# %% ../nbs/03_clip_cond.ipynb #cfc3a090
+def onednn_linears(model: nn.Module) -> nn.Module:
+    """`model` with its `nn.Linear` layers run by oneDNN from weights packed once, when it is frozen, float32 and on
+    the CPU (else as it is): the same results to float rounding, faster where MKL's GEMM takes a slow path"""
+    ps = list(model.parameters())
+    if (not torch.backends.mkldnn.is_available() or not ps or any(q.requires_grad for q in ps)
+            or any(q.device.type != 'cpu' or q.dtype != torch.float32 for q in ps)): return model
+    from torch.utils import mkldnn
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)          # its modules are built with torch.jit.script_method
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear: setattr(parent, name, mkldnn.MkldnnLinear(child, torch.float32))
+    return model
+
+
 # %% ../nbs/03_clip_cond.ipynb #31036559
 _ENCODER_ONLY = {'clip': CLIPTextModel, 'clip_text_model': CLIPTextModel, 't5': T5EncoderModel,
                  'mt5': MT5EncoderModel, 'umt5': UMT5EncoderModel}
 
-def load_language_model(folder, device=None) -> tuple:
-    "(tokenizer, frozen text model in eval mode) from a transformers folder: the encoder of T5, the text side of CLIP"
+def load_language_model(folder, device=None, onednn: bool = True) -> tuple:
+    """(tokenizer, frozen text model in eval mode) from a transformers folder: the encoder of T5, the text side of CLIP;
+    on the CPU its linear layers run by oneDNN (`onednn_linears`) unless `onednn` is False"""
     folder = Path(folder)
     try:
         with _quiet_hf():
@@ -440,7 +458,8 @@ def load_language_model(folder, device=None) -> tuple:
         raise LanguageModelNotAvailable(f"Could not load a text model from {folder}: {str(e).splitlines()[0][:200]}"
                                         " — it needs config.json, model.safetensors and tokenizer files") from None
     if getattr(model.config, 'is_encoder_decoder', False): model = model.get_encoder()
-    return tok, model.to(device or 'cpu').eval().requires_grad_(False)
+    model = model.to(device or 'cpu').eval().requires_grad_(False)
+    return tok, onednn_linears(model) if onednn else model
 
 # %% ../nbs/03_clip_cond.ipynb #e4c713c1
 class LMTextEncoder(ModelMixin, ConfigMixin):
@@ -481,9 +500,10 @@ class LMTextEncoder(ModelMixin, ConfigMixin):
         return self._lm
 
     def _apply(self, fn, recurse: bool = True):
-        "Moves follow the adapter's device; the language model keeps its own (float32) dtype"
+        "Moves follow the adapter's device (the language model is loaded again there); it keeps its own float32 dtype"
         super()._apply(fn, recurse)
-        if self._lm is not None: self._lm.to(self.proj.weight.device)
+        if self._lm is not None and next(self._lm.parameters()).device != self.proj.weight.device:
+            object.__setattr__(self, '_lm', None)   # oneDNN's layers stay on the CPU: loaded anew on first use
         return self
 
     def cache_states(self, on: bool = True):
