@@ -89,8 +89,8 @@ PIPELINE_PRESETS = {
         unet=dict(preset='tiny', epochs=1, bs=16, lr=1e-3, sample_every=1),
         pipeline=dict(fp16=True),
         report=dict(report_prompts=8, report_steps=4)),
-    'synthetic64-cpu': dict(
-        about='synthetic CelebA at 64 px on a 2-core CPU, the in-domain text encoder (the bundled recipe is -mpnet)',
+    'synthetic64-cpu-scratch': dict(
+        about='synthetic CelebA at 64 px on a 2-core CPU with the in-domain text encoder, trained from scratch',
         synthetic=10000, image_size=64, jobs=2, threads=1, wide_stages=['clip', 'unet', 'cvae', 'report'],
         judge='bundled', reference='bundled',
         vae=dict(preset='celeba64', epochs=8, bs=32, lr=2e-3, crop_size=32),
@@ -123,12 +123,15 @@ def _derived(base: str, about: str, **changes) -> dict:
 PIPELINE_PRESETS['celeba128'] = _derived('celeba64', 'real CelebA at 128 px on one GPU', image_size=128,
     judge=dict(size=128), vae=dict(preset='celeba128', bs=32),
     unet=dict(preset='celeba128-gpu', epochs=80, bs=64, lr=1e-4))
-PIPELINE_PRESETS['synthetic64-cpu-lm'] = _derived('synthetic64-cpu',
-    "synthetic64-cpu with all-MiniLM-L6-v2 (frozen) + an adapter as text encoder: 4 captions per face, drawn once, "
-    "their language-model states cached once for 03, 04 and 05", clip=dict(text_model='minilm', caption_pool=4))
-PIPELINE_PRESETS['synthetic64-cpu-mpnet'] = _derived('synthetic64-cpu-lm',
+PIPELINE_PRESETS['synthetic64-cpu-lm'] = _derived('synthetic64-cpu-scratch',
+    "synthetic64-cpu-scratch with all-MiniLM-L6-v2 (frozen) + an adapter as text encoder: 4 captions per face, "
+    "drawn once, their language-model states cached once for 03, 04 and 05",
+    clip=dict(text_model='minilm', caption_pool=4))
+PIPELINE_PRESETS['synthetic64-cpu'] = _derived('synthetic64-cpu-lm',
     "the bundled model: synthetic64-cpu-lm with all-mpnet-base-v2 (12 layers, 768 wide) as the frozen language model",
     clip=dict(text_model='mpnet'))
+PIPELINE_PRESETS['synthetic64-cpu-mpnet'] = _derived('synthetic64-cpu',
+    "synthetic64-cpu under the name the bundled model's run used (its training_record.json)")
 
 # %% ../nbs/10_train_pipeline.ipynb #f7fc5003
 STAGE_CALLS = dict(judge='text2img_diffusion.judge:judge_train', vae='text2img_diffusion.vae:train_vae',
@@ -703,7 +706,7 @@ def _sigterm_to_interrupt(signum, frame): raise KeyboardInterrupt
 
 @call_parse
 def train_cli(
-    preset: str = 'tiny',       # tiny | synthetic64-cpu | celeba64 | celeba128
+    preset: str = 'tiny',       # tiny | synthetic64-cpu (the bundled recipe) | celeba64 | celeba128 | ...
     out: str = 'runs/demo',     # run folder: one subfolder per stage, record/ (executed notebooks, logs), run.json
     data_path: str = None,      # CelebA, MM-CelebA-HQ or a captioned image folder (synthetic presets draw their own)
     set: str = None,            # overrides, e.g. "unet.epochs=2 vae.lr=1e-3"
