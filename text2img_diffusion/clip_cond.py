@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import matplotlib.pyplot as plt, numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
+import torch.utils.mkldnn as torch_mkldnn
 from fastcore.basics import patch, store_attr
 from fastcore.meta import delegates
 from fastcore.script import call_parse
@@ -431,12 +432,11 @@ def onednn_linears(model: nn.Module) -> nn.Module:
     ps = list(model.parameters())
     if (not torch.backends.mkldnn.is_available() or not ps or any(q.requires_grad for q in ps)
             or any(q.device.type != 'cpu' or q.dtype != torch.float32 for q in ps)): return model
-    from torch.utils import mkldnn
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)          # its modules are built with torch.jit.script_method
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
-                if type(child) is nn.Linear: setattr(parent, name, mkldnn.MkldnnLinear(child, torch.float32))
+                if type(child) is nn.Linear: setattr(parent, name, torch_mkldnn.MkldnnLinear(child, torch.float32))
     return model
 
 
