@@ -439,7 +439,6 @@ def onednn_linears(model: nn.Module) -> nn.Module:
                 if type(child) is nn.Linear: setattr(parent, name, torch_mkldnn.MkldnnLinear(child, torch.float32))
     return model
 
-
 # %% ../nbs/03_clip_cond.ipynb #31036559
 _ENCODER_ONLY = {'clip': CLIPTextModel, 'clip_text_model': CLIPTextModel, 't5': T5EncoderModel,
                  'mt5': MT5EncoderModel, 'umt5': UMT5EncoderModel}
