@@ -18,6 +18,7 @@ import numpy as np, torch
 from contextlib import nullcontext
 from text2img_diffusion.core import BUNDLED_MODEL
 from text2img_diffusion.sampling import load_pipeline, generate, make_scheduler, seeded_generators, per_image_layers
+from text2img_diffusion.unet_diffusion import unet_pooled
 
 def timed(*fs, repeat=3, rounds=2):
     """Best wall time of each of `fs`: `rounds` rounds, each running every f once to warm up (allocator state differs
@@ -35,12 +36,14 @@ def bare_loop(pipe, prompts, seeds, steps, guidance=3.0, per_image=False):
     "The same work as generate(init='noise', batch_invariant=per_image), written out by hand"
     sched = make_scheduler('dpm++', pipe.scheduler.config)
     sched.set_timesteps(steps)
-    tok = pipe.encode(prompts, [''] * len(prompts), True, per_image)[0]     # (negative, prompt) rows next to each other
+    tok, pooled = pipe.encode(prompts, [''] * len(prompts), True, per_image)[:2]   # (negative, prompt) rows in turn
+    pooled = unet_pooled(pipe.unet, pooled)                                  # None: a UNet that reads only the tokens
     c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
     z = torch.stack([torch.randn(c, s, s, generator=g) for g in seeded_generators(seeds)]) * sched.init_noise_sigma
     with per_image_layers(pipe.unet, 2) if per_image else nullcontext():
         for t in sched.timesteps:
-            eps = pipe.unet(sched.scale_model_input(z.repeat_interleave(2, 0), t), t, encoder_hidden_states=tok).sample
+            eps = pipe.unet(sched.scale_model_input(z.repeat_interleave(2, 0), t), t, encoder_hidden_states=tok,
+                            class_labels=pooled).sample
             z = sched.step(eps[0::2] + guidance * (eps[1::2] - eps[0::2]), t, z).prev_sample
     with per_image_layers(pipe.vae, 1) if per_image else nullcontext():
         return pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample

@@ -28,7 +28,7 @@ from .cvae import LatentCVAE, start_timesteps, cvae_init
 from .data import crop_box, to_rgb
 from .core import BUNDLED_MODEL, atomic_dir, atomic_write, default_device, image_grid
 from .vae import decode_latents, downsample_factor, encode_latents, load_pretrained_vae
-from .unet_diffusion import load_unet
+from .unet_diffusion import load_unet, unet_pooled, unet_reads_pooled
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'DEFAULT_GUIDANCE',
@@ -343,10 +343,11 @@ class Text2FacePipeline(DiffusionPipeline):
     def denoise(self, z, timesteps, scheduler, tok, generators: list, guidance_scale: float = DEFAULT_GUIDANCE,
                 per_image: bool = False, progress: bool|None = None, callback_on_step_end=None,
                 callback_on_step_end_tensor_inputs=('latents',), image_latents=None, mask=None,
-                noise=None) -> torch.Tensor:
+                noise=None, pooled=None) -> torch.Tensor:
         """The denoising loop from latents `z` over `timesteps`, conditioned on token embeddings `tok` (negative and
         positive rows interleaved under guidance, i.e. when `guidance_scale` is not 1). With `mask` ([N,1,h,w], 1 =
-        edit), after each step the kept part is `image_latents` noised (`noise`) to the step reached"""
+        edit), after each step the kept part is `image_latents` noised (`noise`) to the step reached. `pooled`: the
+        pooled embeddings, interleaved as `tok`, for a UNet that reads them"""
         guidance = guidance_scale != 1.0
         self._guidance_scale, self._num_timesteps = guidance_scale, len(timesteps)
         rows = 2 if guidance else 1                            # an image's rows in the UNet batch: (negative, prompt)
@@ -359,7 +360,8 @@ class Text2FacePipeline(DiffusionPipeline):
                 if self.interrupt: break
                 zin = z.repeat_interleave(2, dim=0) if guidance else z
                 zin = scheduler.scale_model_input(zin, t)
-                eps = self.unet(zin, t, encoder_hidden_states=tok).sample    # all positions, as in training (05)
+                eps = self.unet(zin, t, encoder_hidden_states=tok,         # all positions, as in training (05)
+                                class_labels=unet_pooled(self.unet, pooled)).sample
                 if guidance:
                     e_neg, e_pos = eps[0::2], eps[1::2]
                     eps = e_neg + guidance_scale * (e_pos - e_neg)
@@ -373,6 +375,20 @@ class Text2FacePipeline(DiffusionPipeline):
                                                  guidance)
                 bar.update()
         return z
+
+    def pooled_rows(self, prompts, negative_prompt, k: int, guidance: bool, per_image: bool, pooled=None,
+                    negative_pooled=None, n: int|None = None):
+        """The pooled rows a UNet that reads them takes ([negative, prompt] interleaved under guidance), else None;
+        the negatives' are encoded from the negative prompts (the empty prompt) unless given"""
+        if not unet_reads_pooled(self.unet): return None
+        if pooled is None: raise ValueError("this pipeline's UNet reads pooled_prompt_embeds too (encode_prompt "
+                                            "returns them): pass them with prompt_embeds")
+        pooled = pooled.to(self.unet.device, self.unet.dtype)
+        if not guidance: return pooled
+        if negative_pooled is None:
+            neg = (self.negative_prompts(negative_prompt, len(prompts)) if prompts is not None else [''] * (n // k))
+            negative_pooled = self.encode([q for q in neg for _ in range(k)], [], False, per_image)[1]
+        return torch.stack([negative_pooled.to(pooled), pooled], 1).flatten(0, 1)
 
     def _step_callback(self, callback, names, i, t, z, tok, guidance) -> tuple:
         "diffusers' `callback_on_step_end(pipe, i, t, {name: tensor})`: what it returns replaces those tensors"
@@ -398,8 +414,9 @@ class Text2FacePipeline(DiffusionPipeline):
                  negative_prompt: str|list|None = None,
                  num_images_per_prompt: int = 1, generator: torch.Generator|list|None = None, latents=None,
                  prompt_embeds=None, negative_prompt_embeds=None, pooled_prompt_embeds=None,
-                 prompt_attention_mask=None, output_type: str = 'pil', return_dict: bool = True,
-                 callback_on_step_end=None, callback_on_step_end_tensor_inputs: list = ['latents'], init: str = 'cvae',
+                 prompt_attention_mask=None, negative_pooled_prompt_embeds=None, output_type: str = 'pil',
+                 return_dict: bool = True, callback_on_step_end=None,
+                 callback_on_step_end_tensor_inputs: list = ['latents'], init: str = 'cvae',
                  scheduler: str|None = None, progress: bool|None = None, batch_invariant: bool|None = None):
         """Faces for `prompt`, drawn from noise or the text prior, or edited from a photo (`image`), as diffusers'
         Stable Diffusion pipelines are called.
@@ -425,7 +442,10 @@ class Text2FacePipeline(DiffusionPipeline):
                 init='noise', else the noise added to the photo's latents or the prior's sample.
             prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, prompt_attention_mask: the conditioning
                 `encode_prompt` returns (token states [N,L,D], their negatives, pooled [N,D], mask [N,L]); the
-                pooled states and mask feed only the CVAE prior (init='cvae').
+                pooled states and mask feed the CVAE prior (init='cvae'), and the pooled states a UNet that reads
+                them (`unet_reads_pooled`).
+            negative_pooled_prompt_embeds: the negatives' pooled states [N,D], for such a UNet (default: those of
+                the negative prompts, or of the empty prompt).
             output_type: 'pil', 'np' ([0,1] NHWC), 'pt' ([0,1] NCHW) or 'latent' (the final latents).
             return_dict: an `ImagePipelineOutput` if True, else a tuple `(images,)`.
             callback_on_step_end: `f(pipe, i, t, tensors) -> dict` after each step, with the tensors named in
@@ -439,7 +459,7 @@ class Text2FacePipeline(DiffusionPipeline):
                 batched throughput).
         """
         prompts = None if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)
-        edit = image is not None
+        edit, negatives_given = image is not None, negative_prompt_embeds is not None
         if mask_image is not None and not edit: raise ValueError("mask_image needs image=: the photo to edit")
         self.check_inputs(prompts, num_inference_steps, output_type, strength, num_images_per_prompt,
                           callback_on_step_end_tensor_inputs, prompt_embeds, negative_prompt, negative_prompt_embeds)
@@ -465,13 +485,18 @@ class Text2FacePipeline(DiffusionPipeline):
             raise ValueError("init='cvae' reads pooled_prompt_embeds and prompt_attention_mask too (encode_prompt "
                              "returns them); pass them or use init='noise'")
         cond = (prompt_embeds.to(tok.dtype), pooled_prompt_embeds, prompt_attention_mask)
+        if unet_reads_pooled(self.unet) and guidance and negatives_given and negative_pooled_prompt_embeds is None:
+            raise ValueError("negative_prompt_embeds need negative_pooled_prompt_embeds: this pipeline's UNet reads "
+                             "the pooled embedding too")
+        pooled = self.pooled_rows(prompts, negative_prompt, num_images_per_prompt, guidance, per_image,
+                                  pooled_prompt_embeds, negative_pooled_prompt_embeds, n)
         img = self.image_latents(image, n, per_image) if edit else None
         mask = mask_latents(prepare_mask(mask_image, self.image_size), n, self.unet.config.sample_size
                             ).to(self.unet.device, self.unet.dtype) if mask_image is not None else None
         z, ts, noise = self.initial_latents(sched, cond, gens, num_inference_steps, init, strength, per_image, latents,
                                             img)
         z = self.denoise(z, ts, sched, tok, gens, guidance_scale, per_image, progress, callback_on_step_end,
-                         callback_on_step_end_tensor_inputs, img, mask, noise)
+                         callback_on_step_end_tensor_inputs, img, mask, noise, pooled)
         images = z if output_type == 'latent' else to_output(self.decode_latents(z, per_image), output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
@@ -486,8 +511,9 @@ def sampling_pipeline(pipe: Text2FacePipeline, scheduler: str = DEFAULT_SCHEDULE
     return pipe
 
 # %% ../nbs/06_sampling.ipynb #e63482b8
-def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32, max_length: int = 16) -> Text2FacePipeline:
-    "A tiny, untrained pipeline for tests: every component real, every size minimal"
+def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32, max_length: int = 16,
+                  pooled: bool = False) -> Text2FacePipeline:
+    "A tiny, untrained pipeline for tests: every component real, every size minimal (`pooled`: a UNet that reads them)"
     torch.manual_seed(seed)
     captions = ['a smiling woman with blond hair', 'a man with glasses and a hat', 'a bald man'] * 10
     tok = train_caption_tokenizer(captions, vocab_size=300, max_length=max_length, min_frequency=1)
@@ -497,7 +523,8 @@ def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32, max_l
     unet = UNet2DConditionModel(sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(16, 32), down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
         up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), cross_attention_dim=text_dim, attention_head_dim=4,
-        norm_num_groups=8)
+        norm_num_groups=8, **(dict(class_embed_type='projection', projection_class_embeddings_input_dim=text_dim)
+                               if pooled else {}))
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
         down_block_types=('DownEncoderBlock2D',)*2, up_block_types=('UpDecoderBlock2D',)*2, layers_per_block=1,
         norm_num_groups=4, sample_size=latent_size*2, scaling_factor=0.5)

@@ -34,11 +34,11 @@ from .clip_cond import detach_text_states, latent_caption_setup
 from .clip_cond import train_caption_tokenizer
 
 # %% auto #0
-__all__ = ['UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'SAMPLE_PROMPTS', 'unet_preset', 'unet_from_preset', 'n_params',
-           'make_noise_scheduler', 'diffusion_target', 'DiffusionLoss', 'random_text_encoder', 'LatentDenoiser',
-           'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise', 'sample_latents', 'sample_images',
-           'diffusion_learner', 'unet_inputs', 'unet_learner', 'fit_unet', 'save_unet_run', 'load_unet', 'train_unet',
-           'train_unet_cli']
+__all__ = ['UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'SAMPLE_PROMPTS', 'unet_preset', 'unet_from_preset',
+           'unet_reads_pooled', 'unet_pooled', 'n_params', 'make_noise_scheduler', 'diffusion_target', 'DiffusionLoss',
+           'random_text_encoder', 'LatentDenoiser', 'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise',
+           'sample_latents', 'sample_images', 'diffusion_learner', 'unet_inputs', 'unet_learner', 'fit_unet',
+           'save_unet_run', 'load_unet', 'train_unet', 'train_unet_cli']
 
 # %% ../nbs/05_unet_diffusion.ipynb #f01375e6
 UNET_PRESETS = {
@@ -70,15 +70,28 @@ _UNET_ARCH = ('block_out_channels', 'layers_per_block', 'norm_num_groups', 'atte
               'down_block_types', 'up_block_types')
 
 def unet_from_preset(preset: str, cross_attention_dim: int, latent_channels: int = 4, sample_size: int = 16,
-                     **overrides) -> UNet2DConditionModel:
-    "A new cross-attention `UNet2DConditionModel` of size `preset` for text embeddings of width `cross_attention_dim`"
+                     pooled_dim: int|None = None, **overrides) -> UNet2DConditionModel:
+    """A new cross-attention `UNet2DConditionModel` of size `preset` for text embeddings of width `cross_attention_dim`;
+    with `pooled_dim`, it also reads the pooled text embedding, projected and added to its time embedding"""
     cfg = {k: v for k, v in unet_preset(preset).items() if k in _UNET_ARCH}
+    if pooled_dim: cfg |= dict(class_embed_type='projection', projection_class_embeddings_input_dim=pooled_dim)
     cfg.update(overrides)
     if sample_size % 2 ** (len(cfg['block_out_channels']) - 1):
         raise ValueError(f"latent size {sample_size} must be divisible by "
                          f"{2 ** (len(cfg['block_out_channels']) - 1)} for preset {preset!r}")
     return UNet2DConditionModel(sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
                                 cross_attention_dim=cross_attention_dim, **cfg)
+
+def unet_reads_pooled(unet) -> bool:
+    "Whether `unet` takes the pooled text embedding too (diffusers' `class_labels`, a 'projection' class embedding)"
+    return getattr(unet.config, 'class_embed_type', None) == 'projection'
+
+def unet_pooled(unet, pooled):
+    "`pooled` as the `class_labels` `unet` reads (None for a UNet that reads only the token states)"
+    if not unet_reads_pooled(unet): return None
+    if pooled is None: raise ValueError("this UNet reads the pooled text embedding too (class_embed_type "
+                                        "'projection'): pass the pooled embeddings encode_prompts returns")
+    return pooled
 
 # %% ../nbs/05_unet_diffusion.ipynb #ff0cb305
 def n_params(m: nn.Module) -> int:
@@ -129,15 +142,16 @@ def random_text_encoder(captions, preset: str = 'tiny', seed: int = 0, vocab_siz
 
 # %% ../nbs/05_unet_diffusion.ipynb #ceda2e6f
 class LatentDenoiser(nn.Module):
-    "The `Learner`'s model: (noisy latents, timesteps, text embeddings) → the UNet's prediction"
+    "The `Learner`'s model: (noisy latents, timesteps, token embeddings[, pooled]) → the UNet's prediction"
     def __init__(self, unet: UNet2DConditionModel, channels_last: bool = False):
         super().__init__(); self.unet, self.channels_last = unet, channels_last
         if channels_last: self.unet.to(memory_format=torch.channels_last)
     @property
     def inner(self) -> UNet2DConditionModel: return self.unet
-    def forward(self, noisy, timesteps, emb):
+    def forward(self, noisy, timesteps, emb, pooled=None):
         if self.channels_last: noisy = noisy.contiguous(memory_format=torch.channels_last)
-        return self.unet(noisy, timesteps, encoder_hidden_states=emb, return_dict=False)[0]
+        return self.unet(noisy, timesteps, encoder_hidden_states=emb, class_labels=unet_pooled(self.unet, pooled),
+                         return_dict=False)[0]
 
 # %% ../nbs/05_unet_diffusion.ipynb #212ec379
 def _batch(learn) -> tuple: return tuple(learn.xb) + tuple(learn.yb)
@@ -166,23 +180,23 @@ class CFGDropout(Callback):
 
 # %% ../nbs/05_unet_diffusion.ipynb #715df8cc
 class EncodeText(Callback):
-    "Captions → token embeddings [B,L,D] with the frozen text encoder of `conditioner`"
+    "Captions → token embeddings [B,L,D] and pooled [B,D] with the frozen text encoder of `conditioner`"
     order = 3
     def __init__(self, conditioner: TextConditioner):
         self.cond = conditioner; self.cond.text_encoder.eval().requires_grad_(False)
     def before_batch(self):
         z, caps = self.learn.xb[:2]
-        emb = self.cond(list(caps), device=z.device)[0]
-        self.learn.xb = (z, emb.to(z.device))
+        tok, pooled, _ = self.cond(list(caps), device=z.device)
+        self.learn.xb = (z, tok.to(z.device), pooled.to(z.device))
 
 # %% ../nbs/05_unet_diffusion.ipynb #483d9a76
 class AddNoise(Callback):
-    "Noise the latents at random timesteps: `xb = (noisy, t, emb)`, `yb = (target, t)`; fixed noise for validation"
+    "Noise the latents: `xb = (noisy, t, *conditioning)`, `yb = (target, t)`; fixed noise for validation"
     order = 4
     def __init__(self, scheduler, valid_seed: int = 1234): store_attr()
     def before_validate(self): self.gen = None
     def before_batch(self):
-        z, emb = self.learn.xb[:2]
+        z, *text = self.learn.xb
         if self.training: g = None
         else:
             if getattr(self, 'gen', None) is None: self.gen = torch.Generator(z.device).manual_seed(self.valid_seed)
@@ -191,15 +205,16 @@ class AddNoise(Callback):
         t = torch.randint(0, n, (len(z),), device=z.device, generator=g)
         noise = torch.randn(z.shape, device=z.device, generator=g, dtype=z.dtype)
         noisy = self.scheduler.add_noise(z, noise, t)
-        self.learn.xb = (noisy, t, emb)
+        self.learn.xb = (noisy, t, *text)
         self.learn.yb = (diffusion_target(self.scheduler, z, noise, t), t)
 
 # %% ../nbs/05_unet_diffusion.ipynb #6f0c0870
 @torch.no_grad()
 def sample_latents(unet, scheduler_config, cond_emb: torch.Tensor, uncond_emb: torch.Tensor|None = None,
                    shape: tuple|None = None, steps: int = 25, guidance_scale: float = 4.0, seed: int = 0,
-                   sampler: str = 'ddim') -> torch.Tensor:
-    "Latents [B,C,h,w] for the text embeddings `cond_emb` [B,L,D], guided against `uncond_emb` (the empty prompt)"
+                   sampler: str = 'ddim', cond_pooled=None, uncond_pooled=None) -> torch.Tensor:
+    """Latents [B,C,h,w] for the text embeddings `cond_emb` [B,L,D], guided against `uncond_emb` (the empty prompt);
+    `cond_pooled` [B,D] and `uncond_pooled` are their pooled embeddings, for a UNet that reads them"""
     samplers = dict(ddim=DDIMScheduler, dpm=DPMSolverMultistepScheduler)
     if sampler not in samplers: raise ValueError(f"unknown sampler {sampler!r}; expected 'ddim' or 'dpm'")
     sch = samplers[sampler].from_config(dict(scheduler_config))
@@ -209,10 +224,14 @@ def sample_latents(unet, scheduler_config, cond_emb: torch.Tensor, uncond_emb: t
     shape = shape or (B, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dev) * sch.init_noise_sigma
     guide = uncond_emb is not None and guidance_scale != 1
-    emb = torch.cat([uncond_emb.expand(B, *uncond_emb.shape[1:]), cond_emb]) if guide else cond_emb
+    both = lambda u, c: torch.cat([u.expand(B, *u.shape[1:]), c]) if guide else c
+    emb = both(uncond_emb, cond_emb)
+    pooled = unet_pooled(unet, None if cond_pooled is None or (guide and uncond_pooled is None)
+                         else both(uncond_pooled, cond_pooled).to(dev, dt))
     for t in sch.timesteps:
         inp = sch.scale_model_input(torch.cat([x, x]) if guide else x, t)
-        pred = unet(inp.to(dt), t, encoder_hidden_states=emb.to(dev, dt), return_dict=False)[0].float()
+        pred = unet(inp.to(dt), t, encoder_hidden_states=emb.to(dev, dt), class_labels=pooled,
+                    return_dict=False)[0].float()
         if guide: u, c = pred.chunk(2); pred = u + guidance_scale * (c - u)
         x = sch.step(pred, t, x).prev_sample
     return x
@@ -224,9 +243,11 @@ def sample_images(prompts, conditioner: TextConditioner, vae, scheduler, n_per_p
     "`make_images(learn)` for `ImageGrid`: `n_per_prompt` guided samples per prompt from the trained UNet, decoded"
     def make_images(learn):
         u = trained_model(learn)
-        emb = conditioner([p for p in prompts for _ in range(n_per_prompt)], device=next(u.parameters()).device)[0]
-        unc = conditioner([''], device=emb.device)[0]
-        z = sample_latents(u, scheduler.config, emb, unc, steps=steps, guidance_scale=guidance_scale, seed=seed)
+        emb, pooled, _ = conditioner([p for p in prompts for _ in range(n_per_prompt)],
+                                     device=next(u.parameters()).device)
+        unc, unc_pooled, _ = conditioner([''], device=emb.device)
+        z = sample_latents(u, scheduler.config, emb, unc, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                           cond_pooled=pooled, uncond_pooled=unc_pooled)
         return decode_latents(vae, z) if vae is not None else z[:, :3].clamp(-1, 1)
     return make_images
 
@@ -266,7 +287,7 @@ def unet_inputs(out: Path, data_path=None, vae_path=None, text_encoder_path=None
     if text_encoder_path is not None: tok, te = load_text_encoder(str(text_encoder_path), device=device)
     else:
         tok, te = random_text_encoder(caption_corpus(df, n_per_image=4, seed=seed), 'tiny', seed=seed)
-        if rank == 0: atomic_dir(out/'text_encoder', lambda d: (te.save_pretrained(d), tok.save_pretrained(d)))
+        if rank == 0: TextConditioner(tok, te).save_pretrained(out/'text_encoder')   # quietly, all or nothing
     return df, vae, TextConditioner(tok, te.to(device))
 
 # %% ../nbs/05_unet_diffusion.ipynb #b125583f
@@ -278,7 +299,8 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
                  seed: int = 42, cache_dir=None, image_size: int|None = None, sample_every: int = 1,
                  checkpoint_every: int = 1, sample_prompts=SAMPLE_PROMPTS, device=None, num_workers: int = 0,
                  cbs=None, caption_pool: int|None = None, caption_seed: int|None = None,
-                 caption_vocabulary: str|None = None, text_states=None, **learner_kw) -> Learner:
+                 caption_vocabulary: str|None = None, text_states=None, pooled_conditioning: bool = False,
+                 **learner_kw) -> Learner:
     "The latent cache (built once, by rank 0), the UNet and its `Learner` with the run's checkpoints, metrics and grids"
     (rank, n_proc), p = world(), unet_preset(preset)
     device = torch.device(device) if device is not None else cond.device
@@ -292,7 +314,8 @@ def unet_learner(out: Path, df, vae, cond: TextConditioner, preset: str = 'tiny'
     fastai_ddp = n_proc > 1 and device.type == 'cuda'     # GPUs: fastai's DDP shards the data itself
     dls = latent_dls(cache, bs=bs or p['bs'], num_workers=num_workers, device=device, seed=seed,
                      rank=0 if fastai_ddp else rank, world_size=1 if fastai_ddp else n_proc, pool=pool)
-    unet = unet_from_preset(preset, cross_attention_dim=cond.dim, latent_channels=C, sample_size=h).to(device)
+    unet = unet_from_preset(preset, cross_attention_dim=cond.dim, latent_channels=C, sample_size=h,
+                            pooled_dim=cond.dim if pooled_conditioning else None).to(device)
     sched = make_noise_scheduler(beta_schedule, prediction_type)
     extra = [Checkpoint(out, every=checkpoint_every)]
     if rank == 0: extra.append(MetricsLog(out))
@@ -376,6 +399,7 @@ def train_unet(out_dir: str|None = None,           # run folder: weights, checkp
                caption_seed: int|None = None,      # seed of that pool (None: the LM encoder's, as 03 drew it; else 0)
                caption_vocabulary: str|None = None,  # words of the pool (None: the LM encoder's; else 'templates')
                text_states: str|None = None,       # on-disk LM state cache (03; built if missing); None: in memory
+               pooled_conditioning: bool = False,  # the UNet also reads the pooled text embedding (time embedding)
                cbs=None,                           # more callbacks
                progress: bool|None = None) -> Learner:  # show the progress bar (None: on a terminal)
     "Train a cross-attention UNet on cached latents; saves weights, EMA weights, scheduler, checkpoints and grids"
@@ -388,7 +412,8 @@ def train_unet(out_dir: str|None = None,           # run folder: weights, checkp
                          image_size, sample_every, checkpoint_every, sample_prompts, device, num_workers, cbs,
                          snr_gamma=snr_gamma, cfg_dropout=cfg_dropout, ema_decay=ema_decay, grad_accum=grad_accum,
                          clip_norm=clip_norm, bf16=bf16, channels_last=channels_last, caption_pool=caption_pool,
-                         caption_seed=caption_seed, caption_vocabulary=caption_vocabulary, text_states=text_states)
+                         caption_seed=caption_seed, caption_vocabulary=caption_vocabulary, text_states=text_states,
+                         pooled_conditioning=pooled_conditioning)
     if compile: learn.model.unet = torch.compile(learn.model.unet)
     start = load_checkpoint(learn, resume) if resume is not None else 0
     try: fit_unet(learn, epochs, start=start, progress=progress)
