@@ -28,7 +28,7 @@ from .cvae import LatentCVAE, start_timesteps, cvae_init
 from .data import crop_box, to_rgb
 from .core import BUNDLED_MODEL, atomic_dir, atomic_write, default_device, image_grid
 from .vae import decode_latents, downsample_factor, encode_latents, load_pretrained_vae
-from .unet_diffusion import load_unet, unet_pooled, unet_reads_pooled
+from .unet_diffusion import load_unet, pooled_unet_config, unet_pooled, unet_reads_pooled
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'SIGMA_MAX', 'SIGMA_MIN', 'GROUPED_LAYERS', 'DEFAULT_STRENGTH', 'DEFAULT_GUIDANCE',
@@ -377,17 +377,21 @@ class Text2FacePipeline(DiffusionPipeline):
         return z
 
     def pooled_rows(self, prompts, negative_prompt, k: int, guidance: bool, per_image: bool, pooled=None,
-                    negative_pooled=None, n: int|None = None):
-        """The pooled rows a UNet that reads them takes ([negative, prompt] interleaved under guidance), else None;
-        the negatives' are encoded from the negative prompts (the empty prompt) unless given"""
+                    negative_pooled=None, negative_embeds_given: bool = False):
+        """The pooled rows a UNet that reads them takes ([negative, prompt] interleaved under guidance), else None.
+        The negatives' are encoded from the negative prompts, `k` rows each (the empty prompt's), unless given; a
+        second, small encoder call of the distinct negatives, since `encode_prompt` returns no negative pooled rows"""
         if not unet_reads_pooled(self.unet): return None
         if pooled is None: raise ValueError("this pipeline's UNet reads pooled_prompt_embeds too (encode_prompt "
                                             "returns them): pass them with prompt_embeds")
         pooled = pooled.to(self.unet.device, self.unet.dtype)
         if not guidance: return pooled
         if negative_pooled is None:
-            neg = (self.negative_prompts(negative_prompt, len(prompts)) if prompts is not None else [''] * (n // k))
-            negative_pooled = self.encode([q for q in neg for _ in range(k)], [], False, per_image)[1]
+            if negative_embeds_given: raise ValueError("negative_prompt_embeds need negative_pooled_prompt_embeds: "
+                                                       "this pipeline's UNet reads the pooled embedding too")
+            neg = ([q for q in self.negative_prompts(negative_prompt, len(prompts)) for _ in range(k)]
+                   if prompts is not None else [''] * len(pooled))
+            negative_pooled = self.encode(neg, [], False, per_image)[1]
         return torch.stack([negative_pooled.to(pooled), pooled], 1).flatten(0, 1)
 
     def _step_callback(self, callback, names, i, t, z, tok, guidance) -> tuple:
@@ -485,11 +489,8 @@ class Text2FacePipeline(DiffusionPipeline):
             raise ValueError("init='cvae' reads pooled_prompt_embeds and prompt_attention_mask too (encode_prompt "
                              "returns them); pass them or use init='noise'")
         cond = (prompt_embeds.to(tok.dtype), pooled_prompt_embeds, prompt_attention_mask)
-        if unet_reads_pooled(self.unet) and guidance and negatives_given and negative_pooled_prompt_embeds is None:
-            raise ValueError("negative_prompt_embeds need negative_pooled_prompt_embeds: this pipeline's UNet reads "
-                             "the pooled embedding too")
         pooled = self.pooled_rows(prompts, negative_prompt, num_images_per_prompt, guidance, per_image,
-                                  pooled_prompt_embeds, negative_pooled_prompt_embeds, n)
+                                  pooled_prompt_embeds, negative_pooled_prompt_embeds, negatives_given)
         img = self.image_latents(image, n, per_image) if edit else None
         mask = mask_latents(prepare_mask(mask_image, self.image_size), n, self.unet.config.sample_size
                             ).to(self.unet.device, self.unet.dtype) if mask_image is not None else None
@@ -523,8 +524,7 @@ def tiny_pipeline(seed: int = 0, latent_size: int = 8, text_dim: int = 32, max_l
     unet = UNet2DConditionModel(sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(16, 32), down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
         up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), cross_attention_dim=text_dim, attention_head_dim=4,
-        norm_num_groups=8, **(dict(class_embed_type='projection', projection_class_embeddings_input_dim=text_dim)
-                               if pooled else {}))
+        norm_num_groups=8, **(pooled_unet_config(text_dim) if pooled else {}))
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
         down_block_types=('DownEncoderBlock2D',)*2, up_block_types=('UpDecoderBlock2D',)*2, layers_per_block=1,
         norm_num_groups=4, sample_size=latent_size*2, scaling_factor=0.5)

@@ -34,11 +34,11 @@ from .clip_cond import detach_text_states, latent_caption_setup
 from .clip_cond import train_caption_tokenizer
 
 # %% auto #0
-__all__ = ['UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'SAMPLE_PROMPTS', 'unet_preset', 'unet_from_preset',
-           'unet_reads_pooled', 'unet_pooled', 'n_params', 'make_noise_scheduler', 'diffusion_target', 'DiffusionLoss',
-           'random_text_encoder', 'LatentDenoiser', 'EncodeImages', 'CFGDropout', 'EncodeText', 'AddNoise',
-           'sample_latents', 'sample_images', 'diffusion_learner', 'unet_inputs', 'unet_learner', 'fit_unet',
-           'save_unet_run', 'load_unet', 'train_unet', 'train_unet_cli']
+__all__ = ['UNET_PRESETS', 'BETA_SCHEDULES', 'PREDICTION_TYPES', 'SAMPLE_PROMPTS', 'unet_preset', 'pooled_unet_config',
+           'unet_from_preset', 'unet_reads_pooled', 'unet_pooled', 'n_params', 'make_noise_scheduler',
+           'diffusion_target', 'DiffusionLoss', 'random_text_encoder', 'LatentDenoiser', 'EncodeImages', 'CFGDropout',
+           'EncodeText', 'AddNoise', 'sample_latents', 'sample_images', 'diffusion_learner', 'unet_inputs',
+           'unet_learner', 'fit_unet', 'save_unet_run', 'load_unet', 'train_unet', 'train_unet_cli']
 
 # %% ../nbs/05_unet_diffusion.ipynb #f01375e6
 UNET_PRESETS = {
@@ -69,12 +69,16 @@ def unet_preset(preset: str) -> dict:
 _UNET_ARCH = ('block_out_channels', 'layers_per_block', 'norm_num_groups', 'attention_head_dim',
               'down_block_types', 'up_block_types')
 
+def pooled_unet_config(pooled_dim: int) -> dict:
+    "The `UNet2DConditionModel` settings that make it read a pooled text embedding of width `pooled_dim` as well"
+    return dict(class_embed_type='projection', projection_class_embeddings_input_dim=pooled_dim)
+
 def unet_from_preset(preset: str, cross_attention_dim: int, latent_channels: int = 4, sample_size: int = 16,
                      pooled_dim: int|None = None, **overrides) -> UNet2DConditionModel:
     """A new cross-attention `UNet2DConditionModel` of size `preset` for text embeddings of width `cross_attention_dim`;
     with `pooled_dim`, it also reads the pooled text embedding, projected and added to its time embedding"""
     cfg = {k: v for k, v in unet_preset(preset).items() if k in _UNET_ARCH}
-    if pooled_dim: cfg |= dict(class_embed_type='projection', projection_class_embeddings_input_dim=pooled_dim)
+    if pooled_dim: cfg |= pooled_unet_config(pooled_dim)
     cfg.update(overrides)
     if sample_size % 2 ** (len(cfg['block_out_channels']) - 1):
         raise ValueError(f"latent size {sample_size} must be divisible by "
